@@ -1,0 +1,1 @@
+"""srkit's backend drivers, one package per backend. Import nothing heavy here."""

@@ -1,0 +1,1 @@
+"""The reference `local` driver (sm_drivers/LocalSR, SR type `local`)."""

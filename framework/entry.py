@@ -1,0 +1,68 @@
+"""The process xapi runs: one request in argv, one reply on stdout, exit status 0.
+
+Whatever happens, stdout carries exactly one XML-RPC document: a reply or a
+fault. While the command runs, fd 1 points at /dev/null so that nothing a
+library or a child process prints can corrupt that document.
+"""
+
+import os
+import sys
+import time
+
+from framework.errors import SRError
+
+
+def _load(target):
+    module_name, _, class_name = target.partition(':')
+    module = __import__(module_name, fromlist=[class_name])
+    return getattr(module, class_name)
+
+
+def serve(target, argv):
+    """Return (reply document, log line) for one invocation; never raises."""
+    from framework import wire
+    from framework.log import Log, describe_exception, redacted
+    log = Log()
+    command = '?'
+    start = time.time()
+    try:
+        request = wire.decode_request(argv)
+        command = request.command
+        if command != 'sr_get_driver_info':
+            log.info('%s %r' % (command, redacted(request.params)))
+        driver_cls = _load(target)
+        from framework import driver as contract
+        from framework.commands import dispatch
+        contract.check(driver_cls)
+        reply = wire.encode_reply(dispatch(request, driver_cls, log))
+        outcome = 'ok'
+    except SRError as e:
+        reply = wire.encode_fault(e.code, log.scrub(e.message))
+        outcome = 'failed %d %s' % (e.code, e.message)
+    except Exception as e:
+        log.error('%s: EXCEPTION %s' % (command, describe_exception()))
+        reply = wire.encode_fault(1200, log.scrub('%s: %s' % (type(e).__name__, e)))
+        outcome = 'failed 1200 %s: %s' % (type(e).__name__, e)
+    log.info('%s %s in %.1f ms' % (command, outcome, (time.time() - start) * 1000))
+    return reply
+
+
+def run(target, argv=None):
+    """Entry point of sm_drivers/<Name>SR. ``target`` is 'module.path:DriverClass'."""
+    argv = sys.argv if argv is None else argv
+    sys.stdout.flush()
+    reply_fd = os.dup(1)
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, 1)
+    os.close(devnull)
+    try:
+        reply = serve(target, argv)
+    except BaseException as e:  # even a KeyboardInterrupt gets a well-formed fault
+        from framework import wire
+        reply = wire.encode_fault(1200, 'interrupted: %r' % (e,))
+    data = reply.encode('utf-8')
+    while data:
+        data = data[os.write(reply_fd, data):]
+    sys.stderr.flush()
+    # skip interpreter teardown: a library thread left behind must not hang xapi
+    os._exit(0)

@@ -1,0 +1,90 @@
+"""device-config declared as data.
+
+A driver lists ``Option`` objects; from that one list the framework validates the
+PBD's device_config, builds the driver-info ``configuration`` list and the admin
+docs (``docs/device-config.md`` is generated from it).
+
+Secrets: an option declared ``secret=True`` may be given either in clear as
+``key`` or, the xapi way, as ``key_secret=<secret uuid>``; the framework resolves
+the secret through xapi's secret API and hands the driver the value under ``key``.
+Secret values are never logged nor echoed in faults.
+"""
+
+from framework.errors import SRError
+
+SECRET_SUFFIX = '_secret'
+
+
+class Option(object):
+    __slots__ = ('key', 'description', 'required', 'default', 'secret', 'choices')
+
+    def __init__(self, key, description, required=False, default=None,
+                 secret=False, choices=None):
+        self.key = key
+        self.description = description
+        self.required = required
+        self.default = default
+        self.secret = secret
+        self.choices = choices
+
+    def doc(self):
+        """One line for driver-info ``configuration`` and the docs."""
+        text = self.description
+        if self.required:
+            text += ' (required)'
+        if self.default is not None:
+            text += ' (default: %s)' % self.default
+        if self.choices:
+            text += ' (one of: %s)' % ', '.join(self.choices)
+        if self.secret:
+            text += ' (secret: may be given as %s%s=<xapi secret uuid>)' % (
+                self.key, SECRET_SUFFIX)
+        return text
+
+
+def configuration(options):
+    """The driver-info ``configuration`` list: xapi shows it in SM.configuration."""
+    return [{'key': o.key, 'description': o.doc()} for o in options]
+
+
+def is_sensitive(key):
+    """Keys whose values must never reach a log line or a reply."""
+    low = key.lower()
+    return (low.endswith(SECRET_SUFFIX) or 'password' in low or 'passwd' in low
+            or low in ('key', 'secret') or low.endswith('_key') or low.endswith('-key'))
+
+
+def validate(options, device_config, resolve_secret):
+    """Return the driver's config: declared keys only, defaults filled in.
+
+    ``resolve_secret(uuid)`` fetches a secret's value (a callback into xapi; only
+    called when a ``*_secret`` key is present). Missing or invalid keys raise
+    ConfigParamsMissing (115) naming every offending key at once.
+    """
+    config = {}
+    missing = []
+    invalid = []
+    for opt in options:
+        value = device_config.get(opt.key)
+        if opt.secret and (opt.key + SECRET_SUFFIX) in device_config:
+            value = resolve_secret(device_config[opt.key + SECRET_SUFFIX])
+        if value is None or value == '':
+            if opt.required:
+                missing.append(opt.key + (' (or %s%s)' % (opt.key, SECRET_SUFFIX)
+                                          if opt.secret else ''))
+                continue
+            value = opt.default
+        elif opt.choices and value not in opt.choices:
+            invalid.append('%s=%s (expected one of %s)' % (
+                opt.key, value, ', '.join(opt.choices)))
+            continue
+        config[opt.key] = value
+    problems = []
+    if missing:
+        problems.append('device-config is missing the following parameters: '
+                        + ', '.join(missing))
+    if invalid:
+        problems.append('device-config has invalid values: ' + ', '.join(invalid))
+    if problems:
+        raise SRError('ConfigParamsMissing', '; '.join(problems))
+    return config
