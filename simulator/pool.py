@@ -1,0 +1,572 @@
+"""The simulated pool: xapi's storage flows on top of the database, the XenAPI
+server and the driver runner. This is the Python API used by tests, the
+conformance suite, the demo and benchmarks; ``srkit xe`` is a thin layer over it.
+
+A pool lives in a directory::
+
+    pool.db       the XenAPI objects (SQLite)
+    pool.json     settings (sm_dir, sm_plugins, extra_env, pythonpath)
+    SMlog         what drivers log (SRKIT_LOG_FILE)
+    xensource.log what the simulator itself logs (discovery, calls, errors)
+    hosts/<host uuid prefix>/{lock,state}   per-host SRKIT_LOCK_DIR / SRKIT_STATE_DIR
+"""
+import json
+import os
+import threading
+import time
+import uuid as uuidlib
+from contextlib import ExitStack
+
+from simulator import sm_exec
+from simulator.db import DB, NULL_REF, VDI_TYPES
+from simulator.errors import XapiError
+from simulator.xapi_api import now_iso
+from simulator.xapi_server import XapiServer
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+DEFAULT_SM_DIR = os.path.join(REPO, "sm_drivers")
+
+# Pool operation -> the SM feature xapi requires before asking the driver (§1.4)
+REQUIRED_FEATURE = {
+    "sr_probe": "SR_PROBE", "sr_scan": "SR_SCAN", "sr_update": "SR_UPDATE",
+    "sr_delete": "SR_DELETE", "vdi_create": "VDI_CREATE", "vdi_introduce": "VDI_INTRODUCE",
+    "vdi_delete": "VDI_DELETE", "vdi_resize": "VDI_RESIZE", "vdi_snapshot": "VDI_SNAPSHOT",
+    "vdi_clone": "VDI_CLONE", "vdi_revert": "VDI_CLONE", "vdi_update": "VDI_UPDATE",
+    "vdi_generate_config": "VDI_GENERATE_CONFIG",
+}
+
+
+def runtime_pythonpath():
+    """A PYTHONPATH that lets drivers import the repo and the XenAPI package of the
+    interpreter running the simulator. Only used when a caller asks for it
+    (``Pool(..., pythonpath=runtime_pythonpath())`` or ``pythonpath="auto"``)."""
+    parts = [REPO]
+    try:
+        import XenAPI
+        parts.append(os.path.dirname(os.path.dirname(os.path.abspath(XenAPI.__file__))))
+    except ImportError:
+        pass
+    return os.pathsep.join(parts)
+
+
+class Pool:
+    """A pool of ``hosts`` simulated hosts; host 0 is the master.
+
+    ``sm_dir``, ``sm_plugins`` (space-separated whitelist, ``*`` = all),
+    ``extra_env`` (dict added to every driver's environment) and ``pythonpath``
+    (``None``, a path string, or ``"auto"`` for :func:`runtime_pythonpath`) are
+    remembered in ``pool.json``; arguments given here override and update them.
+    """
+
+    def __init__(self, path, sm_dir=None, hosts=1, sm_plugins=None, extra_env=None,
+                 pythonpath=None):
+        self.path = os.path.abspath(str(path))
+        os.makedirs(self.path, exist_ok=True)
+        self.config = self._load_config(sm_dir=sm_dir, sm_plugins=sm_plugins,
+                                        extra_env=extra_env, pythonpath=pythonpath)
+        self.db = DB(os.path.join(self.path, "pool.db"))
+        self.server = XapiServer(self.db, self.path, log=self.log)
+        self.calls = []  # CallRecords of this Pool object, oldest first (bounded)
+        self._locks = {}
+        self._locks_guard = threading.Lock()
+        self._ensure_hosts(hosts or 1)
+
+    # -- settings, hosts, logging ---------------------------------------------
+    def _load_config(self, **given):
+        cfg_path = os.path.join(self.path, "pool.json")
+        cfg = {"sm_dir": DEFAULT_SM_DIR, "sm_plugins": "*", "extra_env": {}, "pythonpath": None}
+        if os.path.exists(cfg_path):
+            with open(cfg_path) as f:
+                cfg.update(json.load(f))
+        changed = not os.path.exists(cfg_path)
+        for key, value in given.items():
+            if value is not None and cfg.get(key) != value:
+                cfg[key] = os.path.abspath(value) if key == "sm_dir" else value
+                changed = True
+        if changed:
+            with open(cfg_path, "w") as f:
+                json.dump(cfg, f, indent=1)
+        return cfg
+
+    def _ensure_hosts(self, n):
+        with self.db.transaction():
+            pools = self.db.refs("pool")
+            existing = self.db.refs("host")
+            for i in range(len(existing), n):
+                existing.append(self.db.create(
+                    "host", name_label="host%d" % i, hostname="host%d" % i,
+                    address="127.0.0.%d" % (i + 1)))
+            if not pools:
+                self.db.create("pool", master=existing[0])
+
+    @property
+    def hosts(self):
+        return self.db.refs("host")
+
+    @property
+    def master(self):
+        return self.db.get("pool", self.db.refs("pool")[0])["master"]
+
+    @property
+    def pool_ref(self):
+        return self.db.refs("pool")[0]
+
+    def host_dirs(self, host):
+        base = os.path.join(self.path, "hosts", self.db.get("host", host)["uuid"][:8])
+        dirs = {"lock": os.path.join(base, "lock"), "state": os.path.join(base, "state")}
+        for d in dirs.values():
+            os.makedirs(d, exist_ok=True)
+        return dirs
+
+    def log(self, msg):
+        with open(os.path.join(self.path, "xensource.log"), "a") as f:
+            f.write("%s [%d] %s\n" % (time.strftime("%Y-%m-%d %H:%M:%S"), os.getpid(), msg))
+
+    def _lock(self, key):
+        with self._locks_guard:
+            return self._locks.setdefault(key, threading.RLock())
+
+    # -- records ----------------------------------------------------------------
+    def record(self, cls, ref):
+        return self.db.get(cls, ref)
+
+    def vdi_record(self, ref):
+        return self.db.get("VDI", ref)
+
+    def sr_record(self, ref):
+        return self.db.get("SR", ref)
+
+    def records(self, cls):
+        """All records of a class (``VDI``, ``SR``, ``PBD``, ``host``, ``SM``, ...)."""
+        return [rec for _, rec in self.db.all(cls)]
+
+    def find(self, cls, **fields):
+        """Refs of the objects of ``cls`` whose fields equal ``fields``."""
+        return self.db.find(cls, **fields)
+
+    def by_uuid(self, cls, uuid):
+        return self.db.by_uuid(cls, uuid)
+
+    def secret_create(self, value):
+        return self.db.get("secret", self.db.create("secret", value=str(value)))["uuid"]
+
+    @property
+    def last_call(self):
+        return self.calls[-1] if self.calls else None
+
+    # -- driver discovery (xapi start-up, §1.2) ---------------------------------
+    def _whitelisted(self, driver):
+        names = str(self.config["sm_plugins"]).lower().split()
+        return "*" in names or driver.lower() in names
+
+    def discover(self):
+        """Re-read the drivers of sm_dir like a toolstack restart; returns
+        ``{driver: reason}`` for the plugins that were skipped or rejected."""
+        sm_dir = self.config["sm_dir"]
+        rejected, found = {}, {}
+        entries = sorted(os.listdir(sm_dir)) if os.path.isdir(sm_dir) else []
+        for entry in entries:
+            if not entry.endswith("SR") or entry == "SR":
+                continue
+            driver = entry[:-2]
+            path = os.path.join(sm_dir, entry)
+            if not self._whitelisted(driver):
+                rejected[driver] = "not in sm-plugins whitelist"
+            elif not os.access(path, os.X_OK):
+                rejected[driver] = "not executable"
+            else:
+                try:
+                    found[driver.lower()] = self._driver_info(path)
+                    found[driver.lower()]["driver_filename"] = path
+                except (XapiError, ValueError, OSError) as e:
+                    rejected[driver] = "rejected: %s" % e
+        for driver, reason in rejected.items():
+            self.log("Skipping/Rejecting SM plugin %s: %s" % (driver, reason))
+        with self.db.transaction():
+            used = {rec["type"] for rec in self.records("SR")}
+            for ref, rec in self.db.all("SM"):
+                if rec["type"] in found:
+                    self.db.update("SM", ref, **found.pop(rec["type"]))
+                elif rec["type"] not in used or not os.path.exists(rec["driver_filename"]):
+                    self.db.delete("SM", ref)
+            for sm_type, fields in found.items():
+                self.db.create("SM", type=sm_type, **fields)
+        self.rejected_drivers = rejected
+        return rejected
+
+    def _driver_info(self, path):
+        rec = self._exec(path, "sr_get_driver_info", {"host_ref": self.master,
+                                                       "device_config": {}}, self.master)
+        return sm_exec.parse_driver_info(rec.result)
+
+    def sm_list(self, refresh=False):
+        """SM records (discovering drivers first if none are known or ``refresh``)."""
+        if refresh or not self.db.refs("SM"):
+            self.discover()
+        return self.records("SM")
+
+    def _sm(self, sr_type):
+        refs = self.db.find("SM", type=sr_type)
+        if not refs:
+            self.discover()
+            refs = self.db.find("SM", type=sr_type)
+        if not refs:
+            raise XapiError("SR_UNKNOWN_DRIVER", [sr_type])
+        return self.db.get("SM", refs[0])
+
+    def features(self, sr_type):
+        return self._sm(sr_type)["features"]
+
+    def _require(self, sr_type, op, sr=""):
+        feature = REQUIRED_FEATURE.get(op)
+        if feature and feature not in self.features(sr_type):
+            if op == "sr_probe":
+                raise XapiError("SR_BACKEND_FAILURE",
+                                ["Operation 'sr_probe' not supported by this SR type", "", ""])
+            raise XapiError("SR_OPERATION_NOT_SUPPORTED", [sr])
+
+    # -- running a driver --------------------------------------------------------
+    def _env(self, host, socket_path):
+        dirs = self.host_dirs(host)
+        hooks = {"SRKIT_XAPI_SOCKET": socket_path or "", "SRKIT_LOCK_DIR": dirs["lock"],
+                 "SRKIT_STATE_DIR": dirs["state"],
+                 "SRKIT_LOG_FILE": os.path.join(self.path, "SMlog")}
+        pp = self.config.get("pythonpath")
+        if pp == "auto":
+            pp = runtime_pythonpath()
+        return sm_exec.driver_env(hooks, self.config.get("extra_env"), pp)
+
+    def _exec(self, executable, command, keys, host, sr_ref=None, vdi_ref=None,
+              document=None, check=True):
+        """Run one driver command with a fresh session (none for sr_get_driver_info)."""
+        with ExitStack() as stack:
+            socket_path = None
+            if command != "sr_get_driver_info" or document is not None:
+                socket_path = stack.enter_context(self.server.running())
+            if command != "sr_get_driver_info" and "session_ref" not in keys \
+                    and document is None:
+                other = {"_sm_session": sr_ref} if sr_ref else {}
+                session = self.db.create("session", this_host=host, other_config=other,
+                                         auth_user_name="__sm__backend", last_active=now_iso())
+                keys["session_ref"] = session
+                stack.callback(self._destroy_session, session)
+            request = {}
+            if document is None:
+                keys.setdefault("subtask_of", sm_exec.subtask_of(command))
+                request = sm_exec.build_request(command, **keys)
+                document = sm_exec.encode_call(command, request)
+            rec = sm_exec.run(executable, document, self._env(host, socket_path), command)
+        rec.host, rec.request = host, request
+        self.calls.append(rec)
+        del self.calls[:-200]
+        self.log("%s on %s: rc=%s %.3fs stderr=%r" % (command, host, rec.returncode,
+                                                     rec.seconds, rec.stderr[-500:]))
+        if check:
+            try:
+                rec.result = sm_exec.check_shape(
+                    command, rec, sm_exec.parse_reply(rec, sr_ref or "", vdi_ref or ""))
+            except XapiError as e:
+                rec.error = e
+                raise
+        return rec
+
+    def _destroy_session(self, session):
+        try:
+            self.db.delete("session", session)
+        except XapiError:
+            pass  # the driver logged out itself
+
+    def _sr_master_host(self, sr):
+        """The host where SRmaster=true: the pool master for a shared SR, else the
+        host of its (only) PBD."""
+        rec = self.db.get("SR", sr)
+        if rec["shared"] or not rec["PBDs"]:
+            return self.master
+        return self.db.get("PBD", rec["PBDs"][0])["host"]
+
+    def _pbd_of(self, sr, host):
+        refs = self.db.find("PBD", SR=sr, host=host)
+        if not refs:
+            raise XapiError("SR_NO_PBDS", [sr])
+        return refs[0]
+
+    def call(self, command, host=None, sr=None, vdi=None, args=(), device_config=None,
+             **extra_keys):
+        """Low-level: send one command as xapi would and return the parsed reply.
+
+        Fills ``host_ref``, ``device_config`` (this host's PBD + ``SRmaster``
+        first), ``session_ref``, ``sr_ref``/``sr_uuid``, the vdi keys from the VDI
+        record and ``subtask_of``; ``extra_keys`` (e.g. ``vdi_type``,
+        ``driver_params``, ``vdi_sm_config``, ``sr_sm_config``, ``new_uuid``,
+        ``vdi_location``) are added in xapi's key order. Refuses master-only
+        commands where SRmaster is not true (xapi would redirect to the master).
+        """
+        if vdi is not None and sr is None:
+            sr = self.db.get("VDI", vdi)["SR"]
+        host = host or (self._sr_master_host(sr) if sr else self.master)
+        sr_rec = self.db.get("SR", sr) if sr else None
+        sm_type = sr_rec["type"] if sr_rec else extra_keys.pop("sr_type", None)
+        if sm_type is None:
+            raise XapiError("SR_UNKNOWN_DRIVER", [""])
+        sm = self._sm(sm_type)
+        if device_config is None:
+            device_config = dict(self.db.get("PBD", self._pbd_of(sr, host))["device_config"]) \
+                if sr else {}
+        if "SRmaster" not in device_config:
+            is_master = command in ("sr_create", "sr_probe") or (
+                sr is not None and self._sr_master_host(sr) == host)
+            device_config = dict({"SRmaster": "true" if is_master else "false"},
+                                 **device_config)
+        if command in sm_exec.MASTER_ONLY and device_config.get("SRmaster") != "true":
+            raise XapiError("HOST_IS_SLAVE", [self.db.get("host", self.master)["address"]])
+        keys = {"host_ref": host, "args": list(args), "device_config": device_config}
+        if sr:
+            keys.update(sr_ref=sr, sr_uuid=sr_rec["uuid"])
+        if vdi:
+            vrec = self.db.get("VDI", vdi)
+            keys.update(vdi_ref=vdi, vdi_location=vrec["location"], vdi_uuid=vrec["uuid"],
+                        vdi_on_boot=vrec["on_boot"],
+                        vdi_allow_caching="true" if vrec["allow_caching"] else "false")
+        local_cache = self.db.get("host", host)["local_cache_sr"]
+        if local_cache != NULL_REF and (sr or vdi):
+            keys["local_cache_sr"] = self.db.get("SR", local_cache)["uuid"]
+        keys.update(extra_keys)
+        return self._exec(sm["driver_filename"], command, keys, host, sr_ref=sr,
+                          vdi_ref=vdi).result
+
+    def run_raw(self, type_or_path, document, host=None):
+        """Run a driver with an arbitrary argv document (no session is created; the
+        XenAPI server is live). Returns ``(returncode, stdout, stderr)``."""
+        path = type_or_path if os.sep in str(type_or_path) \
+            else self._sm(type_or_path)["driver_filename"]
+        rec = self._exec(path, "raw", {}, host or self.master, document=document, check=False)
+        return rec.returncode, rec.stdout, rec.stderr
+
+    def session_create(self, sr=None, host=None):
+        """A session as xapi creates for a driver call (tagged for ``sr``), for raw runs."""
+        return self.db.create("session", this_host=host or self.master,
+                              other_config={"_sm_session": sr} if sr else {},
+                              auth_user_name="__sm__backend", last_active=now_iso())
+
+    # -- SR flows ------------------------------------------------------------------
+    def sr_create(self, type, device_config, name_label="", shared=False, physical_size=0,
+                  host=None, name_description="", content_type="", sm_config=None):
+        """``xe sr-create``: records first, sr_create on the chosen host, device_config
+        written back to every PBD, then every PBD plugged (master first)."""
+        self._sm(type)
+        host = host or self.master
+        sr = self.db.create("SR", name_label=name_label, name_description=name_description,
+                            type=type, shared=bool(shared), content_type=content_type,
+                            sm_config=dict(sm_config or {}),
+                            physical_size=str(int(physical_size)))
+        targets = self.hosts if shared else [host]
+        targets = sorted(targets, key=lambda h: h != self.master)
+        pbds = [self.db.create("PBD", host=h, SR=sr, device_config=dict(device_config))
+                for h in targets]
+        try:
+            self.call("sr_create", host=host, sr=sr, args=[str(int(physical_size))],
+                      device_config=dict({"SRmaster": "true"}, **device_config))
+        except Exception:
+            for pbd in pbds:
+                self.db.delete("PBD", pbd)
+            self.db.delete("SR", sr)
+            raise
+        final = self.db.get("PBD", self._pbd_of(sr, host))["device_config"]
+        final = {k: v for k, v in final.items() if k != "SRmaster"}
+        for pbd in pbds:
+            self.db.update("PBD", pbd, device_config=final)
+        for pbd in pbds:
+            self.pbd_plug(pbd)
+        return sr
+
+    def sr_probe(self, type, device_config, sm_config=None, host=None):
+        """``xe sr-probe``: returns the XML document (a string) the driver produced."""
+        self._require(type, "sr_probe")
+        host = host or self.master
+        with self._lock(("attach", host)):
+            return self.call("sr_probe", host=host, sr_type=type,
+                             device_config=dict({"SRmaster": "true"}, **device_config),
+                             sr_sm_config=dict(sm_config or {}))
+
+    def sr_introduce(self, uuid, type, name_label="", shared=False, name_description="",
+                     content_type="", sm_config=None):
+        if self.db.find("SR", uuid=uuid):
+            raise XapiError("UUID_INVALID", ["SR", uuid])
+        return self.db.create("SR", uuid=uuid, type=type, name_label=name_label,
+                              name_description=name_description, shared=bool(shared),
+                              content_type=content_type, sm_config=dict(sm_config or {}))
+
+    def pbd_create(self, host, sr, device_config):
+        self.db.get("host", host)
+        self.db.get("SR", sr)
+        return self.db.create("PBD", host=host, SR=sr, device_config=dict(device_config))
+
+    def pbd_plug(self, pbd):
+        rec = self.db.get("PBD", pbd)
+        if rec["currently_attached"]:
+            return
+        with self._lock(("attach", rec["host"])), self._lock(("sr", rec["SR"])):
+            self.call("sr_attach", host=rec["host"], sr=rec["SR"])
+            self.db.update("PBD", pbd, currently_attached=True)
+
+    def pbd_unplug(self, pbd):
+        rec = self.db.get("PBD", pbd)
+        if not rec["currently_attached"]:
+            return
+        sr_vdis = set(self.db.get("SR", rec["SR"])["VDIs"])
+        for _, dp in self.db.all("datapath"):
+            if dp["host"] == rec["host"] and dp["VDI"] in sr_vdis:
+                raise XapiError("VDI_IN_USE", [dp["VDI"], "PBD.unplug"])
+        with self._lock(("attach", rec["host"])), self._lock(("sr", rec["SR"])):
+            self.call("sr_detach", host=rec["host"], sr=rec["SR"])
+            self.db.update("PBD", pbd, currently_attached=False)
+
+    def sr_scan(self, sr):
+        self._require(self.db.get("SR", sr)["type"], "sr_scan", sr)
+        self.call("sr_scan", sr=sr)
+
+    def sr_update(self, sr):
+        self._require(self.db.get("SR", sr)["type"], "sr_update", sr)
+        self.call("sr_update", sr=sr)
+
+    def _assert_unplugged(self, sr):
+        for pbd in self.db.get("SR", sr)["PBDs"]:
+            if self.db.get("PBD", pbd)["currently_attached"]:
+                raise XapiError("SR_HAS_PBD", [sr])
+
+    def sr_forget(self, sr):
+        """Remove the SR, its PBDs and VDIs from the database (no driver call)."""
+        self._assert_unplugged(sr)
+        rec = self.db.get("SR", sr)
+        with self.db.transaction():
+            for vdi in rec["VDIs"]:
+                self.db.delete("VDI", vdi)
+            for pbd in rec["PBDs"]:
+                self.db.delete("PBD", pbd)
+            self.db.delete("SR", sr)
+
+    def sr_destroy(self, sr):
+        """sr_delete on the SR master (PBDs must be unplugged), then forget."""
+        self._assert_unplugged(sr)
+        self._require(self.db.get("SR", sr)["type"], "sr_delete", sr)
+        self.call("sr_delete", sr=sr)
+        self.sr_forget(sr)
+
+    # -- VDI flows ---------------------------------------------------------------------
+    def _vdi_op(self, vdi, op, **kwargs):
+        sr = self.db.get("VDI", vdi)["SR"]
+        self._require(self.db.get("SR", sr)["type"], op, sr)
+        with self._lock(("vdi", vdi)):
+            return self.call(op, vdi=vdi, **kwargs)
+
+    def vdi_create(self, sr, virtual_size, name_label="", name_description="", type="user",
+                   sm_config=None, read_only=False, sharable=False, other_config=None,
+                   uuid=None):
+        """``xe vdi-create``: vdi_create on the SR master, then the VDI is found by
+        uuid (the driver must have db_introduced it) and xapi's own fields set."""
+        if type not in VDI_TYPES or type == "cbt_metadata":
+            raise XapiError("VDI_INCOMPATIBLE_TYPE", ["", type])
+        self._require(self.db.get("SR", sr)["type"], "vdi_create", sr)
+        info = self.call("vdi_create", sr=sr, args=[
+            str(int(virtual_size)), name_label, name_description, "", "false",
+            "19700101T00:00:00Z", "", "true" if read_only else "false"],
+            vdi_type=type, vdi_sm_config=dict(sm_config or {}), vdi_uuid=uuid)
+        vdi = self.db.by_uuid("VDI", info["uuid"])
+        self.db.update("VDI", vdi, other_config=dict(other_config or {}),
+                       sharable=bool(sharable))
+        return vdi
+
+    def vdi_introduce(self, sr, uuid, location, sm_config=None):
+        self._require(self.db.get("SR", sr)["type"], "vdi_introduce", sr)
+        info = self.call("vdi_introduce", sr=sr, new_uuid=uuid, vdi_location=location,
+                         vdi_sm_config=dict(sm_config or {}))
+        return self.db.by_uuid("VDI", info["uuid"])
+
+    def _snapshot_or_clone(self, vdi, op, driver_params):
+        orig = self.db.get("VDI", vdi)
+        info = self._vdi_op(vdi, op, driver_params=dict(driver_params or {}))
+        found = self.db.find("VDI", SR=orig["SR"], location=info["location"])
+        if not found:
+            raise XapiError("VDI_MISSING", [orig["SR"], info["location"]])
+        new = found[0]
+        content_id = orig["other_config"].get("content_id") or str(uuidlib.uuid4())
+        is_snapshot = op == "vdi_snapshot"
+
+        def follow_up(rec):
+            rec.update(name_label=orig["name_label"], name_description=orig["name_description"],
+                       snapshot_time=now_iso(), is_a_snapshot=is_snapshot, type=orig["type"],
+                       snapshot_of=vdi if is_snapshot else NULL_REF)
+            rec["other_config"]["content_id"] = content_id
+            if "base_mirror" in (driver_params or {}):
+                rec["sm_config"]["base_mirror"] = driver_params["base_mirror"]
+        self.db.mutate("VDI", new, follow_up)
+        if "VDI_UPDATE" in self.features(self.db.get("SR", orig["SR"])["type"]):
+            self.vdi_update(new)
+        return new
+
+    def vdi_snapshot(self, vdi, driver_params=None):
+        return self._snapshot_or_clone(vdi, "vdi_snapshot", driver_params)
+
+    def vdi_clone(self, vdi, driver_params=None):
+        return self._snapshot_or_clone(vdi, "vdi_clone", driver_params)
+
+    def vdi_resize(self, vdi, size):
+        """vdi_resize, then virtual_size re-read from the database (returned, int)."""
+        self._vdi_op(vdi, "vdi_resize", args=[str(int(size))])
+        return int(self.db.get("VDI", vdi)["virtual_size"])
+
+    def vdi_destroy(self, vdi):
+        for _, dp in self.db.all("datapath"):
+            if dp["VDI"] == vdi:
+                raise XapiError("VDI_IN_USE", [vdi, "destroy"])
+        self._vdi_op(vdi, "vdi_delete")
+
+    def vdi_update(self, vdi):
+        self._vdi_op(vdi, "vdi_update")
+
+    def vdi_revert(self, snapshot):
+        """vdi_revert with vdi_ref = the snapshot, args = [the VDI it is a snapshot of]."""
+        rec = self.db.get("VDI", snapshot)
+        if "VDI_REVERT" not in self.features(self.db.get("SR", rec["SR"])["type"]):
+            raise XapiError("SR_OPERATION_NOT_SUPPORTED", [rec["SR"]])
+        self.db.get("VDI", rec["snapshot_of"])  # HANDLE_INVALID if not a snapshot
+        self._vdi_op(snapshot, "vdi_revert", args=[rec["snapshot_of"]])
+
+    def vdi_generate_config(self, vdi, host=None):
+        return self._vdi_op(vdi, "vdi_generate_config", host=host)
+
+    def vdi_attach(self, vdi, host=None, writable=True):
+        """A dom0 plug: vdi_attach [rw], then vdi_activate [rw] if the SM has
+        VDI_ACTIVATE. Returns the attach struct."""
+        host = host or self.master
+        rw = "true" if writable else "false"
+        features = self.features(self.db.get("SR", self.db.get("VDI", vdi)["SR"])["type"])
+        with self._lock(("vdi", vdi)):
+            result = self.call("vdi_attach", host=host, vdi=vdi, args=[rw])
+            dp = self.db.find("datapath", VDI=vdi, host=host)
+            dp = dp[0] if dp else self.db.create("datapath", VDI=vdi, host=host,
+                                                 writable=bool(writable))
+            if "VDI_ACTIVATE" in features:
+                self.call("vdi_activate", host=host, vdi=vdi, args=[rw])
+                self.db.update("datapath", dp, active=True)
+        return result
+
+    def vdi_detach(self, vdi, host=None):
+        """vdi_deactivate (if the SM has VDI_DEACTIVATE), then vdi_detach."""
+        host = host or self.master
+        features = self.features(self.db.get("SR", self.db.get("VDI", vdi)["SR"])["type"])
+        with self._lock(("vdi", vdi)):
+            if "VDI_DEACTIVATE" in features:
+                self.call("vdi_deactivate", host=host, vdi=vdi)
+            self.call("vdi_detach", host=host, vdi=vdi)
+            for dp in self.db.find("datapath", VDI=vdi, host=host):
+                self.db.delete("datapath", dp)
+
+    def close(self):
+        self.db.close()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()

@@ -1,0 +1,108 @@
+"""XenAPI XML-RPC over HTTP on a UNIX socket, like xapi's ``/var/lib/xcp/xapi``.
+
+Runs in background threads of the calling process while drivers run; no daemon.
+Every reply is xapi's envelope: ``{'Status': 'Success', 'Value': v}`` or
+``{'Status': 'Failure', 'ErrorDescription': [code, params...]}``.
+"""
+import os
+import socketserver
+import tempfile
+import threading
+import traceback
+from xmlrpc.server import SimpleXMLRPCDispatcher, SimpleXMLRPCRequestHandler
+
+from simulator.errors import XapiError
+from simulator.xapi_api import XapiApi
+
+MAX_SOCKET_PATH = 100  # sun_path is 108 bytes
+
+
+class _Handler(SimpleXMLRPCRequestHandler):
+    protocol_version = "HTTP/1.1"  # keep-alive, as XenAPI.py's transport expects
+    rpc_paths = ()  # xapi accepts any path
+    disable_nagle_algorithm = False  # TCP_NODELAY makes no sense on a UNIX socket
+
+    def address_string(self):
+        return "unix"
+
+
+class _UnixXMLRPCServer(socketserver.ThreadingMixIn, socketserver.UnixStreamServer,
+                        SimpleXMLRPCDispatcher):
+    daemon_threads = True
+    block_on_close = False
+
+    def __init__(self, path, api):
+        self.api = api
+        SimpleXMLRPCDispatcher.__init__(self, allow_none=True, encoding=None,
+                                        use_builtin_types=False)
+        self.logRequests = False
+        socketserver.UnixStreamServer.__init__(self, path, _Handler)
+
+    def _dispatch(self, method, params):
+        try:
+            return {"Status": "Success", "Value": self.api.call(method, params)}
+        except XapiError as e:
+            return {"Status": "Failure", "ErrorDescription": e.description}
+        except Exception as e:  # a simulator bug must not look like a driver bug
+            self.api.log("INTERNAL_ERROR in %s: %s" % (method, traceback.format_exc()))
+            return {"Status": "Failure", "ErrorDescription": ["INTERNAL_ERROR", str(e)]}
+
+
+def socket_path_for(pool_dir):
+    """A fresh socket path for one server of this pool: inside the pool dir when
+    that is short enough, else in a short private temp dir."""
+    name = "xapi-%d-%s.sock" % (os.getpid(), os.urandom(3).hex())
+    candidate = os.path.join(os.path.abspath(pool_dir), "run", name)
+    if len(candidate) < MAX_SOCKET_PATH:
+        os.makedirs(os.path.dirname(candidate), exist_ok=True)
+        return candidate
+    return os.path.join(tempfile.mkdtemp(prefix="srkit-", dir="/tmp"), name)
+
+
+class XapiServer:
+    """Reference-counted background server: ``with server.running(): ...``.
+    Nested or concurrent users share one socket."""
+
+    def __init__(self, db, pool_dir, log=None):
+        self.api = XapiApi(db, log)
+        self.pool_dir = pool_dir
+        self.path = None
+        self._server = None
+        self._users = 0
+        self._lock = threading.Lock()
+
+    def start(self):
+        with self._lock:
+            self._users += 1
+            if self._server is None:
+                self.path = socket_path_for(self.pool_dir)
+                self._server = _UnixXMLRPCServer(self.path, self.api)
+                threading.Thread(target=self._server.serve_forever, args=(0.05,),
+                                 name="srkit-xapi", daemon=True).start()
+        return self.path
+
+    def stop(self):
+        with self._lock:
+            self._users -= 1
+            if self._users > 0 or self._server is None:
+                return
+            server, self._server = self._server, None
+            server.shutdown()
+            server.server_close()
+            try:
+                os.unlink(self.path)
+                if os.path.basename(os.path.dirname(self.path)).startswith("srkit-"):
+                    os.rmdir(os.path.dirname(self.path))
+            except OSError:
+                pass
+
+    def running(self):
+        server = self
+
+        class _Ctx:
+            def __enter__(self):
+                return server.start()
+
+            def __exit__(self, *exc):
+                server.stop()
+        return _Ctx()
