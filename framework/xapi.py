@@ -13,23 +13,33 @@ from framework.errors import SRError
 NULL_REF = 'OpaqueRef:NULL'
 
 
+DEFAULT_SOCKET = '/var/lib/xcp/xapi'
+
+
 def _session(socket_path, session_ref, subtask_of):
+    import socket
     import XenAPI
-    if socket_path:
-        class Transport(XenAPI.UDSTransport):
-            def make_connection(self, host):
-                conn = XenAPI.UDSTransport.make_connection(self, host)
-                conn.host = socket_path.replace('/', '_')  # UDSHTTPConnection maps _ -> /
-                return conn
-        if '_' in socket_path:
-            raise SRError('APISession', 'SRKIT_XAPI_SOCKET must not contain "_"')
-        session = XenAPI.Session('http://_var_lib_xcp_xapi/', transport=Transport())
-    else:
-        session = XenAPI.xapi_local()
+
+    class Connection(XenAPI.UDSHTTPConnection):
+        def connect(self):
+            self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+            self.sock.connect(socket_path)
+
+    class Transport(XenAPI.UDSTransport):
+        """xapi_local()'s transport, with an explicit socket and the task header."""
+
+        def make_connection(self, host):
+            XenAPI.UDSTransport.make_connection(self, host)  # resets the extra headers
+            if subtask_of:
+                # sm forwards the task so xapi attributes our calls to it
+                self.add_extra_header('Subtask-of', subtask_of)
+            if not isinstance(self._connection[1], Connection):
+                self._connection = host, Connection(host)
+            return self._connection[1]
+
+    # the same URL as XenAPI.xapi_local(); the socket comes from Connection
+    session = XenAPI.Session('http://_var_lib_xcp_xapi/', transport=Transport())
     session._session = session_ref
-    if subtask_of:
-        # sm forwards the task so xapi attributes our calls to it
-        session.transport.add_extra_header('Subtask-of', subtask_of)
     return session
 
 
@@ -51,7 +61,7 @@ class Xapi(object):
             raise SRError('APISession', 'no xapi session for %s' % name)
         try:
             if self._api is None:
-                self._api = _session(os.environ.get('SRKIT_XAPI_SOCKET'),
+                self._api = _session(os.environ.get('SRKIT_XAPI_SOCKET') or DEFAULT_SOCKET,
                                      self.session_ref, self.subtask_of).xenapi
             method = self._api
             for part in name.split('.'):
