@@ -12,12 +12,6 @@ import time
 from framework.errors import SRError
 
 
-def _load(target):
-    module_name, _, class_name = target.partition(':')
-    module = __import__(module_name, fromlist=[class_name])
-    return getattr(module, class_name)
-
-
 def serve(target, argv):
     """Return (reply document, log line) for one invocation; never raises."""
     from framework import wire
@@ -30,7 +24,8 @@ def serve(target, argv):
         command = request.command
         if command != 'sr_get_driver_info':
             log.info('%s %r' % (command, redacted(request.params)))
-        driver_cls = _load(target)
+        from framework import registry
+        driver_cls = registry.load(target)
         from framework import driver as contract
         from framework.commands import dispatch
         contract.check(driver_cls)
@@ -48,7 +43,8 @@ def serve(target, argv):
 
 
 def run(target, argv=None):
-    """Entry point of sm_drivers/<Name>SR. ``target`` is 'module.path:DriverClass'."""
+    """Entry point of sm_drivers/<Name>SR: ``target`` is an SR type in
+    framework.registry, or 'module.path:DriverClass' for drivers shipped elsewhere."""
     argv = sys.argv if argv is None else argv
     sys.stdout.flush()
     reply_fd = os.dup(1)
