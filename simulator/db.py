@@ -129,17 +129,17 @@ class DB:
         return [(ref, json.loads(data)) for ref, data in rows.fetchall()]
 
     # -- API ----------------------------------------------------------------
-    def create(self, cls, ref=None, **fields):
-        rec = copy.deepcopy(DEFAULTS[cls])
+    def create(self, klass, ref=None, **fields):
+        rec = copy.deepcopy(DEFAULTS[klass])
         unknown = set(fields) - set(rec)
         if unknown:
-            raise ValueError("unknown %s fields: %s" % (cls, sorted(unknown)))
+            raise ValueError("unknown %s fields: %s" % (klass, sorted(unknown)))
         rec.update(fields)
         rec["uuid"] = rec["uuid"] or new_uuid()
         ref = ref or new_ref()
         with self._conn() as c:
             c.execute("INSERT INTO objects (ref, cls, uuid, data) VALUES (?,?,?,?)",
-                      (ref, cls, rec["uuid"], json.dumps(rec)))
+                      (ref, klass, rec["uuid"], json.dumps(rec)))
         return ref
 
     def exists(self, cls, ref):

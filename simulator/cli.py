@@ -1,0 +1,74 @@
+"""The ``srkit`` console script (``srkit = simulator.cli:main``).
+
+Subcommands are looked up lazily in SUBCOMMANDS, so ``srkit xe sr-list`` imports
+nothing it does not need. To add one, add a line ``"name": ("module:function",
+"help")``; the function takes the remaining argv (list of str) and returns an exit
+status. The pool directory is ``--pool DIR``, else ``$SRKIT_POOL``, else
+``~/.srkit/pool``; :func:`pool_dir` gives it to subcommands (``--pool`` is also
+exported as ``SRKIT_POOL``).
+"""
+import argparse
+import importlib
+import os
+import sys
+
+SUBCOMMANDS = {
+    "xe": ("simulator.xe:main", "xe-compatible commands against the simulated pool"),
+    "pool-init": ("simulator.cli:pool_init", "create (or extend) a simulated pool"),
+}
+
+
+def pool_dir():
+    return os.environ.get("SRKIT_POOL") or os.path.join(os.path.expanduser("~"), ".srkit",
+                                                        "pool")
+
+
+def pool_init(argv):
+    p = argparse.ArgumentParser(prog="srkit pool-init",
+                                description="Create a simulated pool in the pool directory.")
+    p.add_argument("--hosts", type=int, default=1, help="number of hosts (host 0 is master)")
+    p.add_argument("--sm-dir", help="driver directory (default: the repo's sm_drivers)")
+    p.add_argument("--sm-plugins", help="whitelist, space separated (default '*')")
+    p.add_argument("--pythonpath", help="PYTHONPATH for drivers; 'auto' = repo + XenAPI")
+    p.add_argument("--env", action="append", default=[], metavar="K=V",
+                   help="extra environment variable for drivers (repeatable)")
+    args = p.parse_args(argv)
+    from simulator.pool import Pool
+    extra = dict(kv.split("=", 1) for kv in args.env) or None
+    with Pool(pool_dir(), sm_dir=args.sm_dir, hosts=args.hosts, sm_plugins=args.sm_plugins,
+              extra_env=extra, pythonpath=args.pythonpath) as pool:
+        rejected = pool.discover()
+        print("pool %s: %d host(s), drivers: %s" % (
+            pool.path, len(pool.hosts),
+            " ".join(sorted(r["type"] for r in pool.records("SM"))) or "(none)"))
+        for name, reason in sorted(rejected.items()):
+            print("  skipped %s: %s" % (name, reason))
+    return 0
+
+
+def main(argv=None):
+    argv = list(sys.argv[1:] if argv is None else argv)
+    usage = "usage: srkit [--pool DIR] <command> [args...]\n\ncommands:\n" + "".join(
+        "  %-12s %s\n" % (name, text) for name, (_, text) in SUBCOMMANDS.items())
+    while argv and argv[0].startswith("--pool"):
+        opt = argv.pop(0)
+        if "=" in opt:
+            os.environ["SRKIT_POOL"] = opt.split("=", 1)[1]
+        elif argv:
+            os.environ["SRKIT_POOL"] = argv.pop(0)
+        else:
+            sys.stderr.write(usage)
+            return 2
+    if not argv or argv[0] in ("-h", "--help", "help"):
+        sys.stdout.write(usage)
+        return 0 if argv else 2
+    if argv[0] not in SUBCOMMANDS:
+        sys.stderr.write("srkit: unknown command %r\n\n%s" % (argv[0], usage))
+        return 2
+    target, _ = SUBCOMMANDS[argv[0]]
+    module, func = target.split(":")
+    return getattr(importlib.import_module(module), func)(argv[1:]) or 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
