@@ -15,6 +15,9 @@ import sys
 SUBCOMMANDS = {
     "xe": ("simulator.xe:main", "xe-compatible commands against the simulated pool"),
     "pool-init": ("simulator.cli:pool_init", "create (or extend) a simulated pool"),
+    "demo": ("simulator.demo:main", "the main job end to end on the embedded `local` backend"),
+    "conformance": ("simulator.conformance.run:main", "run the conformance suite against a driver"),
+    "docs": ("simulator.docgen:main", "print (or --write) docs/device-config.md"),
 }
 
 
