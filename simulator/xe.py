@@ -152,6 +152,11 @@ def format_records(rows):
     return "\n".join(out) if out else ""
 
 
+def param_list(pool, cls, args):
+    pool.by_uuid(cls, args.need("uuid"))  # UUID_INVALID like xe
+    return list_records(pool, cls, args, everything=True)
+
+
 def list_records(pool, cls, args, everything=False):
     fields = _fields(pool, cls)
     default = fields[:fields.index(None)]
@@ -269,7 +274,7 @@ def _done(fn):
 COMMANDS = {
     "sm-list": (lambda p, a: list_records(p, "SM", a) if p.sm_list() is not None else "",
                 "list the SM drivers"),
-    "sm-param-list": (lambda p, a: list_records(p, "SM", a, everything=True),
+    "sm-param-list": (lambda p, a: param_list(p, "SM", a),
                       "uuid=: all fields of a driver"),
     "host-list": (lambda p, a: list_records(p, "host", a), "list hosts"),
     "sr-create": (sr_create, "type= name-label= shared= physical-size= device-config:k=v "
@@ -280,7 +285,7 @@ COMMANDS = {
     "sr-scan": (_done(lambda p, a: p.sr_scan(_ref(p, "SR", a))), "uuid="),
     "sr-update": (_done(lambda p, a: p.sr_update(_ref(p, "SR", a))), "uuid="),
     "sr-list": (lambda p, a: list_records(p, "SR", a), "list SRs (filters: field=value)"),
-    "sr-param-list": (lambda p, a: list_records(p, "SR", a, everything=True), "uuid="),
+    "sr-param-list": (lambda p, a: param_list(p, "SR", a), "uuid="),
     "sr-introduce": (sr_introduce, "uuid= type= name-label= shared= content-type="),
     "sr-forget": (_done(lambda p, a: p.sr_forget(_ref(p, "SR", a))), "uuid="),
     "sr-destroy": (_done(lambda p, a: p.sr_destroy(_ref(p, "SR", a))), "uuid="),
@@ -290,7 +295,7 @@ COMMANDS = {
     "pbd-list": (lambda p, a: list_records(p, "PBD", a), "list PBDs"),
     "vdi-create": (vdi_create, "sr-uuid= name-label= virtual-size= type= sm-config:k=v"),
     "vdi-list": (lambda p, a: list_records(p, "VDI", a), "list VDIs (filters: field=value)"),
-    "vdi-param-list": (lambda p, a: list_records(p, "VDI", a, everything=True), "uuid="),
+    "vdi-param-list": (lambda p, a: param_list(p, "VDI", a), "uuid="),
     "vdi-snapshot": (vdi_snapshot, "uuid= driver-params:k=v"),
     "vdi-clone": (vdi_clone, "uuid= new-name-label= driver-params:k=v"),
     "vdi-resize": (_done(lambda p, a: p.vdi_resize(_ref(p, "VDI", a),
@@ -306,8 +311,6 @@ COMMANDS = {
     "vdi-detach": (_done(lambda p, a: p.vdi_detach(_ref(p, "VDI", a), host=_host(p, a))),
                    "[srkit extension] uuid= host-uuid="),
 }
-# *-param-list selects by uuid
-_PARAM_LIST = {"sr-param-list", "vdi-param-list", "sm-param-list"}
 
 
 def usage():
@@ -327,8 +330,6 @@ def main(argv):
     from simulator.pool import Pool
     try:
         args = Args(rest)
-        if name in _PARAM_LIST:
-            args.need("uuid")
         with Pool(pool_dir()) as pool:
             out = COMMANDS[name][0](pool, args)
     except UsageError as e:
