@@ -12,7 +12,7 @@ from framework import meta as m
 from framework import driver as contract
 from framework.errors import SRError
 from framework.locks import sr_lock, vdi_lock
-from framework.options import configuration, validate
+from framework.options import configuration, is_sensitive, validate
 from framework.wire import encode_call, is_xml_char
 
 MASTER_ONLY = ('sr_scan', 'vdi_create', 'vdi_delete', 'vdi_snapshot', 'vdi_clone',
@@ -519,6 +519,10 @@ class Invocation(object):
         self.vdi_uuid = request.get('vdi_uuid')
         self._driver = None
         self._xapi = None
+        declared = set(o.key for o in driver_cls.options if o.secret)
+        for key, value in request.device_config.items():
+            if is_sensitive(key) or key in declared:
+                log.hide(value)
 
     @property
     def xapi(self):

@@ -18,12 +18,12 @@ def serve(target, argv):
     from framework.log import Log, describe_exception, redacted
     log = Log()
     command = '?'
+    shown = ''
     start = time.time()
     try:
         request = wire.decode_request(argv)
         command = request.command
-        if command != 'sr_get_driver_info':
-            log.info('%s %r' % (command, redacted(request.params)))
+        shown = redacted(request.params)
         from framework import registry
         driver_cls = registry.load(target)
         from framework import driver as contract
@@ -38,7 +38,8 @@ def serve(target, argv):
         log.error('%s: EXCEPTION %s' % (command, describe_exception()))
         reply = wire.encode_fault(1200, log.scrub('%s: %s' % (type(e).__name__, e)))
         outcome = 'failed 1200 %s: %s' % (type(e).__name__, e)
-    log.info('%s %s in %.1f ms' % (command, outcome, (time.time() - start) * 1000))
+    # one line per command: what was asked, how it ended, how long it took
+    log.info('%s %s in %.1f ms %s' % (command, outcome, (time.time() - start) * 1000, shown))
     return reply
 
 

@@ -130,10 +130,23 @@ def decode_call(document):
     try:
         parser.Parse(document.encode('utf-8', 'surrogateescape'), True)
     except (xml.parsers.expat.ExpatError, ValueError, IndexError, TypeError) as e:
+        if _has_illegal_chars(document):
+            raise SRError('IllegalXMLChar', 'the request carries characters that are not '
+                          'legal in XML (in a name or description?)')
         raise SRError('BadRequest', 'malformed XML-RPC request: %s' % e)
     if not decoder.method:
         raise SRError('BadRequest', 'request has no methodName')
     return decoder.method, decoder.params
+
+
+def _has_illegal_chars(document):
+    import re
+    for m in re.finditer(r'&#(x[0-9a-fA-F]+|[0-9]+);', document):
+        ref = m.group(1)
+        code = int(ref[1:], 16) if ref[0] == 'x' else int(ref)
+        if code > 0x10FFFF or not is_xml_char(chr(code)):
+            return True
+    return any(not is_xml_char(c) for c in document)
 
 
 def decode_request(argv):
