@@ -298,7 +298,10 @@ class Pool:
         first), ``session_ref``, ``sr_ref``/``sr_uuid``, the vdi keys from the VDI
         record and ``subtask_of``; ``extra_keys`` (e.g. ``vdi_type``,
         ``driver_params``, ``vdi_sm_config``, ``sr_sm_config``, ``new_uuid``,
-        ``vdi_location``) are added in xapi's key order. Refuses master-only
+        ``vdi_location``) are added in xapi's key order. Without ``sr``/``vdi``,
+        pass ``sr_type=`` to pick the driver (e.g. for ``sr_probe``; it is not
+        sent). The result is checked against the command's reply shape; the raw
+        invocation is in ``last_call``. Refuses master-only
         commands where SRmaster is not true (xapi would redirect to the master).
         """
         if vdi is not None and sr is None:

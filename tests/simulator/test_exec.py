@@ -240,3 +240,11 @@ def test_long_pool_path_gets_short_socket(tmp_path, sm_dir):
     sr = pool.sr_create("fake", {"location": "/x"})
     pool.vdi_create(sr, 10)
     assert len(requests(pool)[-1]["env"]["SRKIT_XAPI_SOCKET"]) < 100
+
+
+def test_concurrent_calls_share_the_server(pool, sr):
+    from concurrent.futures import ThreadPoolExecutor
+    with ThreadPoolExecutor(4) as ex:
+        refs = list(ex.map(lambda i: pool.vdi_create(sr, 1024, name_label=str(i)), range(8)))
+    assert len(set(refs)) == 8 and len(pool.sr_record(sr)["VDIs"]) == 8
+    assert pool.records("session") == []
