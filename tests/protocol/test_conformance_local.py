@@ -1,0 +1,82 @@
+"""The conformance suite (simulator/conformance) passes against sm_drivers/LocalSR."""
+import os
+import subprocess
+import sys
+import xml.etree.ElementTree as ET
+
+import pytest
+
+from protocol_rig import LOCALSR, REPO
+
+# what LocalSR legitimately does not do (it advertises neither VDI_ACTIVATE nor
+# VDI_DEACTIVATE, and advertises snapshot, clone and resize)
+EXPECTED_SKIPS = {"test_activate_and_deactivate_twice",
+                  "test_unadvertised_operations_are_refused_by_xapi",
+                  "test_data_visible_from_every_host_of_a_shared_sr"}
+
+
+def run_suite(tmp_path, *extra):
+    junit = tmp_path / "conformance.xml"
+    env = dict(os.environ, PYTHONPATH=REPO + os.pathsep + os.environ.get("PYTHONPATH", ""))
+    proc = subprocess.run(
+        [sys.executable, "-m", "simulator.conformance.run", "--driver", LOCALSR,
+         "--device-config", "location=@tmpdir"] + list(extra) +
+        ["--", "-q", "-p", "no:randomly", "--junitxml", str(junit),
+         "--basetemp", str(tmp_path / "base")],
+        cwd=str(tmp_path), env=env, capture_output=True, text=True, timeout=900)
+    results = {}
+    if junit.exists():
+        for case in ET.parse(str(junit)).getroot().iter("testcase"):
+            name = case.get("name").split("[")[0]
+            outcome = "passed"
+            for tag in ("failure", "error", "skipped"):
+                if case.find(tag) is not None:
+                    outcome = tag
+            results.setdefault(outcome, []).append(case.get("name"))
+            results.setdefault("_by_name", {}).setdefault(name, set()).add(outcome)
+    return proc, results
+
+
+def test_conformance_suite_passes_on_local(tmp_path):
+    proc, results = run_suite(tmp_path)
+    assert proc.returncode == 0, proc.stdout[-6000:] + proc.stderr[-3000:]
+    assert not results.get("failure") and not results.get("error"), results
+    assert len(results.get("passed", [])) >= 60, results.get("passed")
+    skipped = set(n.split("[")[0] for n in results.get("skipped", []))
+    assert skipped <= EXPECTED_SKIPS, "unexpected skips: %s" % (skipped - EXPECTED_SKIPS)
+
+
+def test_conformance_suite_detects_a_broken_driver(tmp_path):
+    """A driver that writes junk before its reply must fail the suite."""
+    broken = tmp_path / "BrokenSR"
+    broken.write_text("#!/bin/sh\necho hello\nexec %s \"$@\"\n" % LOCALSR)
+    broken.chmod(0o755)
+    proc = subprocess.run(
+        [sys.executable, "-m", "simulator.conformance.run", "--driver", str(broken),
+         "--type", "broken", "--device-config", "location=@tmpdir", "--",
+         "-q", "-x", "-k", "driver_info_process_discipline", "--basetemp",
+         str(tmp_path / "base")],
+        cwd=REPO, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 1, proc.stdout[-3000:]
+    assert "stdout is not one well-formed" in proc.stdout
+
+
+def test_runner_refuses_a_missing_driver(tmp_path):
+    from simulator.conformance import run
+    with pytest.raises(SystemExit):
+        run.build(["--driver", str(tmp_path / "NoSuchSR")])
+
+
+def test_runner_arguments():
+    from simulator.conformance import run
+    config, args = run.build(["--driver", LOCALSR, "--device-config", "location=@tmpdir",
+                              "--device-config", "x=a=b", "--hosts", "2", "--", "-k", "wire"])
+    assert config["device_config"] == {"location": "@tmpdir", "x": "a=b"}
+    assert config["hosts"] == 2 and config["type"] is None
+    assert args[-2:] == ["-k", "wire"]
+    assert "simulator.conformance.plugin" in args
+
+
+def test_cli_wiring():
+    from simulator import cli
+    assert cli.SUBCOMMANDS["conformance"][0] == "simulator.conformance.run:main"
