@@ -36,14 +36,33 @@ def _vdi_info(uuid, location):
     return {'uuid': uuid, 'location': location}
 
 
+_DIGITS = frozenset('0123456789')
+_HEX = frozenset('0123456789abcdef')
+_NAME_CHARS = frozenset('abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789._-')
+
+
 def _parse_size(text, what='size'):
-    try:
-        size = int(text)
-    except (TypeError, ValueError):
+    # ASCII digits only: int() would also take ' 1', '1_0' and non-Latin digits
+    if not isinstance(text, str) or not text or not set(text) <= _DIGITS:
+        if isinstance(text, str) and text.startswith('-') and text[1:] and \
+                set(text[1:]) <= _DIGITS:
+            raise SRError('VDISize', '%s %s is negative' % (what, text))
         raise SRError('VDISize', '%s %r is not a whole number of bytes' % (what, text))
-    if size < 0:
-        raise SRError('VDISize', '%s %d is negative' % (what, size))
-    return size
+    return int(text)
+
+
+def _check_uuid(text, what):
+    parts = text.split('-') if isinstance(text, str) else []
+    if [len(p) for p in parts] != [8, 4, 4, 4, 12] or not set(''.join(parts)) <= _HEX:
+        raise SRError('BadRequest', '%s %r is not a lower-case UUID' % (what, text))
+    return text
+
+
+def _check_location(text):
+    # a location names a backend object: never a path, never hidden
+    if not text or not set(text) <= _NAME_CHARS or text.startswith('.') or len(text) > 200:
+        raise SRError('VDIMissing', 'location %r cannot name a VDI of this SR' % (text,))
+    return text
 
 
 def _check_vdi_size(cls, size):
@@ -76,9 +95,7 @@ def _require(inv, primitive):
 
 
 def _volume(inv, location=None):
-    location = location or inv.request.get('vdi_location')
-    if not location:
-        raise SRError('VDIMissing', 'request names no VDI location')
+    location = _check_location(location or inv.request.get('vdi_location'))
     volume = inv.driver.get(location)
     if volume is None:
         raise SRError('VDIMissing', 'no VDI at location %s in SR %s'
@@ -90,7 +107,7 @@ class _Marker(object):
     """A per-host record that a VDI is attached/active here (idempotency)."""
 
     def __init__(self, inv, location, kind):
-        self.path = os.path.join(inv.state_dir, '%s.%s' % (location, kind))
+        self.path = os.path.join(inv.state_dir, '%s.%s' % (_check_location(location), kind))
 
     def read(self):
         try:
@@ -257,7 +274,8 @@ def vdi_create(inv):
     if vdi_type not in m.VDI_TYPES:
         raise SRError('VDIType', 'VDI type %r is not one of %s'
                       % (vdi_type, ', '.join(m.VDI_TYPES)))
-    uuid = inv.request.get('vdi_uuid') or new_uuid()
+    uuid = _check_uuid(inv.request.get('vdi_uuid'), 'vdi_uuid') \
+        if inv.request.get('vdi_uuid') else new_uuid()
     record = m.new(name, description, vdi_type, _flag(args[7]), _flag(args[4]),
                    '', args[5] or m.EPOCH)
     with sr_lock(inv.sr_uuid):
@@ -279,9 +297,13 @@ def _introduce_or_undo(inv, volume, record, snapshot_of_ref='OpaqueRef:NULL'):
 
 def vdi_introduce(inv):
     location = inv.request.get('vdi_location')
-    uuid = inv.request.get('new_uuid') or new_uuid()
+    uuid = _check_uuid(inv.request.get('new_uuid'), 'new_uuid') \
+        if inv.request.get('new_uuid') else new_uuid()
     with sr_lock(inv.sr_uuid):
-        volume = inv.driver.get(location) if location else None
+        try:
+            volume = inv.driver.get(_check_location(location))
+        except SRError:
+            volume = None
         if volume is None:
             raise SRError('VDIUnavailable', 'nothing to introduce at location %r in SR %s'
                           % (location, inv.sr_uuid))
@@ -295,7 +317,7 @@ def vdi_introduce(inv):
 
 
 def vdi_delete(inv):
-    location = inv.request.get('vdi_location')
+    location = _check_location(inv.request.get('vdi_location'))
     with sr_lock(inv.sr_uuid), vdi_lock(inv.vdi_uuid):
         if _attached_here(inv, location):
             raise SRError('VDIInUse', 'VDI %s is attached on this host' % inv.vdi_uuid)
@@ -459,6 +481,10 @@ def vdi_epoch_end(inv):
 
 def vdi_generate_config(inv):
     """A methodCall for vdi_attach_from_config, which static-vdis replays at boot."""
+    if inv.driver.get(_check_location(inv.request.get('vdi_location'))) is None:
+        # fail now, not at the next boot (sm: VDIUnavailable)
+        raise SRError('VDIUnavailable', 'no VDI at location %s in SR %s'
+                      % (inv.request.get('vdi_location'), inv.sr_uuid))
     return encode_call('vdi_attach_from_config', [{
         'command': 'vdi_attach_from_config',
         'device_config': inv.request.device_config,
@@ -574,6 +600,10 @@ def dispatch(request, driver_cls, log):
         raise SRError('BadRequest', 'unknown command %r' % command)
     if command not in NO_SR and not request.get('sr_uuid'):
         raise SRError('BadRequest', '%s needs sr_uuid' % command)
+    # both name lock files and state directories: never let them be paths
+    for key in ('sr_uuid', 'vdi_uuid'):
+        if request.get(key):
+            _check_uuid(request.get(key), key)
     if command.startswith('vdi_') and command not in ('vdi_create', 'vdi_introduce') \
             and handler is not _unimplemented and not request.get('vdi_uuid'):
         raise SRError('BadRequest', '%s needs vdi_uuid' % command)

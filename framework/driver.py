@@ -75,7 +75,7 @@ class Driver(object):
     # --- declared data ---------------------------------------------------------
     options = ()                # framework.options.Option list
     thin_provisioning = False   # advertise THIN_PROVISIONING
-    max_vdi_size = 2 * 1024 ** 4  # bytes; larger vdi_create/resize -> VDISize (79)
+    max_vdi_size = 2040 * 1024 ** 3  # bytes; larger -> VDISize (79); above this: LARGE_VDI
     size_granularity = 1        # sizes are rounded up to a multiple of this
     resize_online = False       # resize works while the VDI is attached
 

@@ -184,8 +184,6 @@ def test_delete_of_a_vanished_vdi_forgets_it(local, ghost):
     assert ghost not in local.pool.db.refs("VDI")
 
 
-@pytest.mark.xfail(strict=True, reason="framework bug: vdi_generate_config does not check "
-                   "that the VDI exists (sm raises VDIUnavailable); the config fails at boot")
 def test_generate_config_of_unknown_vdi_fails(local, ghost):
     with pytest.raises(XapiError):
         local.pool.vdi_generate_config(ghost)
@@ -225,9 +223,6 @@ def test_vdi_create_without_args_is_79(local):
     expect_fault(local, local.document("vdi_create", [], vdi_type="user"), 79)
 
 
-@pytest.mark.xfail(strict=True, reason="framework bug: _parse_size uses int(), which also "
-                   "accepts surrounding blanks, '_' separators and non-ASCII digits; a "
-                   "size is a decimal byte count")
 @pytest.mark.parametrize("size", [" 1048576", "1_048_576", "\u0661\u0660\u0662\u0664"],
                          ids=["blank", "underscores", "arabic-indic"])
 def test_vdi_create_non_ascii_decimal_size_is_79(local, size):
@@ -322,11 +317,6 @@ def test_vdi_create_with_malformed_uuid_leaves_nothing(local, bad_uuid):
     assert local.listing() == files
 
 
-@pytest.mark.xfail(strict=True, reason="framework bug: vdi_create uses the request's "
-                   "vdi_uuid as a backend name without checking it is a UUID; LocalSR "
-                   "writes <vdi_uuid>.raw/.json outside the SR (absolute or ../ paths) "
-                   "and, when xapi then refuses the uuid, unlinks them, clobbering an "
-                   "existing <path>.json")
 def test_vdi_create_with_path_uuid_is_rejected_before_the_backend(local, tmp_path):
     victim = tmp_path / "victim"
     (tmp_path / "victim.json").write_text("precious")
