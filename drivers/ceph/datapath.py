@@ -38,6 +38,8 @@ def _which(name):
 
 
 def _run(args, env=None, timeout=60):
+    """Run a helper; SRError on failure or when it outlives ``timeout`` (a process
+    stuck in the kernel cannot be reaped: it is left behind rather than waited for)."""
     import subprocess
     proc = subprocess.Popen(args, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, env=env, close_fds=True,
@@ -46,12 +48,35 @@ def _run(args, env=None, timeout=60):
         out, err = proc.communicate(timeout=timeout)
     except subprocess.TimeoutExpired:
         proc.kill()
-        proc.communicate()
+        try:
+            proc.communicate(timeout=2)
+        except subprocess.TimeoutExpired:
+            pass
         raise SRError('VDIUnavailable', '%s did not finish within %d s' % (args[0], timeout))
     if proc.returncode != 0:
         raise SRError('VDIUnavailable', '%s failed (%d): %s'
                       % (' '.join(args[:2]), proc.returncode, err.strip()[-400:]))
     return out.strip()
+
+
+def _umount(mount, pid, timeout):
+    """umount in the background; if the FUSE daemon does not answer within
+    ``timeout``, kill it (that aborts the FUSE connection and lets umount finish)."""
+    import subprocess
+    proc = subprocess.Popen(['umount', mount], stdin=subprocess.DEVNULL,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                            close_fds=True)
+    try:
+        proc.wait(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        _stop(pid, mount)
+        try:
+            proc.wait(timeout=5)
+        except subprocess.TimeoutExpired:
+            pass
+    if _mounted(mount):
+        _stop(pid, mount)
+        _run(['umount', '-l', mount], timeout=10)
 
 
 def choose(wanted):
@@ -212,33 +237,41 @@ def fuse_attach(state_dir, config, pool, namespace, image, writable):
 
 
 def fuse_detach(record):
+    """Undo fuse_attach. A datapath whose client was fenced (blocklisted) may never
+    answer FUSE requests again: then the daemon is killed, which aborts the FUSE
+    connection, and the mount is detached lazily. Never blocks for long."""
     loop, mount, pid = record.get('loop'), record.get('mount'), record.get('pid') or 0
-    if loop and os.path.exists(loop):
+    if loop and _backing_of(loop) is not None:
         try:
-            _run(['losetup', '--detach', loop])
+            _run(['losetup', '--detach', loop], timeout=10)
         except SRError:
+            _stop(pid, mount)
             if _backing_of(loop) is not None:
-                raise
+                _run(['losetup', '--detach', loop], timeout=10)
     if mount and _mounted(mount):
-        for attempt in range(50):
-            try:
-                _run(['umount', mount])
-                break
-            except SRError:
-                if attempt == 49:
-                    _run(['umount', '-l', mount])
-                time.sleep(0.1)
+        _umount(mount, pid, 10)
     if pid:
         deadline = time.time() + 10
         while _alive(pid) and time.time() < deadline:
             time.sleep(0.02)
-        if _alive(pid) and _cmdline_has(pid, mount):
-            os.kill(pid, 9)
+        _stop(pid, mount)
     if mount:
         try:
             os.rmdir(mount)
         except OSError:
             pass
+
+
+def _stop(pid, mount):
+    """Kill the rbd-fuse we started (pid recorded at attach, cmdline checked)."""
+    if pid and mount and _alive(pid) and _cmdline_has(pid, mount):
+        try:
+            os.kill(pid, 9)
+        except OSError:
+            pass
+        deadline = time.time() + 5
+        while _alive(pid) and time.time() < deadline:
+            time.sleep(0.02)
 
 
 def _backing_of(loop):

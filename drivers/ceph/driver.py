@@ -116,7 +116,7 @@ class RBDDriver(Driver):
                           % (self.sr_uuid, self.pool, self.namespace))
         except rados.Error as e:
             raise _ceph_error(e, 'reading the SR index')
-        return dict((k, v.decode('utf-8') if isinstance(v, bytes) else v)
+        return dict((k, v.decode('utf-8') if isinstance(v, bytes) else (v or ''))
                     for k, v in out.items())
 
     def _index_set(self, values=None, remove=()):
