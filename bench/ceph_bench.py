@@ -1,0 +1,288 @@
+"""RBD driver benchmark on a real Ceph cluster (tests/rigs/ceph.sh up + env).
+
+    eval "$(tests/rigs/ceph.sh env DIR)"; python3 bench/ceph_bench.py [--quick]
+
+Measures, in one run (medians):
+  1. vdi_snapshot / vdi_clone through the driver (spawn -> reply, as xapi runs it)
+     vs the raw librbd operation and a bare python spawn;
+     goal: driver <= raw + 2 x bare spawn.
+  2. snapshot latency on a 1 TiB vs a 1 GiB thin image (goal ratio <= 1.2) and in
+     an SR with 500 vs 10 VDIs (goal ratio <= 1.5).
+  3. sr_scan with 500 and 1000 VDIs (goal <= 2 s at 1000): the driver's list()
+     alone, and sr_scan through the simulator once xapi knows the VDIs.
+  4. sequential write/read through the attached block device vs librbd.
+"""
+import argparse
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from concurrent.futures import ThreadPoolExecutor
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, REPO)
+
+MiB = 1024 * 1024
+GiB = 1024 * MiB
+TiB = 1024 * GiB
+SYS_PY = "/usr/bin/python3"
+
+
+def median(xs):
+    return statistics.median(xs)
+
+
+def ms(x):
+    return "%.1f ms" % (x * 1000)
+
+
+class Log(object):
+    def info(self, msg):
+        pass
+
+    error = info
+
+
+def device_config():
+    e = os.environ
+    return {"monitors": e["SRKIT_CEPH_MONITORS"], "user": e["SRKIT_CEPH_USER"],
+            "key": e["SRKIT_CEPH_KEY"], "pool": e.get("SRKIT_CEPH_POOL", "rbd"),
+            "datapath": "fuse"}
+
+
+def bare_spawn(n):
+    times = []
+    for _ in range(n):
+        t = time.monotonic()
+        subprocess.run([SYS_PY, "-c", "pass"], check=True)
+        times.append(time.monotonic() - t)
+    return median(times)
+
+
+def driver_call(pool, command, vdi):
+    pool.call(command, vdi=vdi, driver_params={})
+    return pool.last_call.seconds
+
+
+def timed_snapshots(pool, vdi, n):
+    return median([driver_call(pool, "vdi_snapshot", vdi) for _ in range(n)])
+
+
+def raw_ops(io, n):
+    import rbd
+    name = "bench-raw-%d" % os.getpid()
+    rbd.RBD().create(io, name, GiB, old_format=False, features=1 | 4 | 8 | 16 | 32)
+    snaps, clones = [], []
+    with rbd.Image(io, name) as img:
+        for i in range(n):
+            t = time.monotonic()
+            img.create_snap("s%d" % i)
+            snaps.append(time.monotonic() - t)
+        for i in range(n):
+            t = time.monotonic()
+            img.create_snap("c%d" % i)
+            img.protect_snap("c%d" % i)
+            rbd.RBD().clone(io, name, "c%d" % i, io, "%s-c%d" % (name, i),
+                            features=1 | 4 | 8 | 16 | 32)
+            clones.append(time.monotonic() - t)
+    for i in range(n):
+        rbd.RBD().remove(io, "%s-c%d" % (name, i))
+    with rbd.Image(io, name) as img:
+        for s in list(img.list_snaps()):
+            if img.is_protected_snap(s["name"]):
+                img.unprotect_snap(s["name"])
+            img.remove_snap(s["name"])
+    rbd.RBD().remove(io, name)
+    return median(snaps), median(clones)
+
+
+def fill(driver, count, size=GiB, threads=8):
+    from framework import meta as m
+    from framework.commands import new_uuid
+
+    def one(i):
+        uuid = new_uuid()
+        driver.create(uuid, size, m.new("bulk %d" % i))
+        return uuid
+    with ThreadPoolExecutor(threads) as ex:
+        return list(ex.map(one, range(count)))
+
+
+def seq_io(pool, sr, io, size):
+    import rbd
+    from simulator import Pool  # noqa: F401
+    v = pool.vdi_create(sr, size, name_label="seq")
+    dev = pool.vdi_attach(v)["params"]
+    block = 4 * MiB
+    buf = os.urandom(block)
+    import mmap
+    aligned = mmap.mmap(-1, block)
+    aligned.write(buf)
+    fd = os.open(dev, os.O_RDWR | os.O_DIRECT)
+    t = time.monotonic()
+    for off in range(0, size, block):
+        os.pwritev(fd, [aligned], off)
+    os.fsync(fd)
+    w_dev = size / (time.monotonic() - t) / MiB
+    t = time.monotonic()
+    for off in range(0, size, block):
+        os.preadv(fd, [aligned], off)
+    r_dev = size / (time.monotonic() - t) / MiB
+    os.close(fd)
+    pool.vdi_detach(v)
+    name = "bench-seq-%d" % os.getpid()
+    rbd.RBD().create(io, name, size, old_format=False, features=1 | 4 | 8 | 16 | 32)
+    with rbd.Image(io, name) as img:
+        t = time.monotonic()
+        for off in range(0, size, block):
+            img.write(buf, off)
+        img.flush()
+        w_rbd = size / (time.monotonic() - t) / MiB
+        t = time.monotonic()
+        for off in range(0, size, block):
+            img.read(off, block)
+        r_rbd = size / (time.monotonic() - t) / MiB
+    rbd.RBD().remove(io, name)
+    pool.vdi_destroy(v)
+    return w_dev, r_dev, w_rbd, r_rbd
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--quick", action="store_true", help="fewer repetitions, 200/400 VDIs")
+    ap.add_argument("--seq-mib", type=int, default=512)
+    args = ap.parse_args()
+    if not os.environ.get("SRKIT_CEPH_CONF"):
+        sys.exit("no cluster: eval \"$(tests/rigs/ceph.sh env DIR)\" first")
+    import rados
+    from simulator import Pool
+    from framework.driver import Context
+    from drivers.ceph.driver import RBDDriver
+    n = 5 if args.quick else 11
+    big, huge = (200, 400) if args.quick else (500, 1000)
+    rows = []
+    work = tempfile.mkdtemp(prefix="ceph-bench-")
+    cluster = rados.Rados(conffile=os.environ["SRKIT_CEPH_CONF"])
+    cluster.connect(timeout=10)
+    io = cluster.open_ioctx(device_config()["pool"])
+    pool = Pool(os.path.join(work, "pool"), hosts=1)
+    dc = device_config()
+    sr = pool.sr_create("rbd", dc, name_label="bench", shared=True)
+    sr_uuid = pool.sr_record(sr)["uuid"]
+    driver = RBDDriver(sr_uuid, dict(dc), Context(work, Log(), True))
+    try:
+        # 1. driver vs raw vs spawn
+        spawn = bare_spawn(n)
+        raw_snap, raw_clone = raw_ops(io, n)
+        small = pool.vdi_create(sr, GiB, name_label="1GiB")
+        drv_snap = timed_snapshots(pool, small, n)
+        drv_clone = median([driver_call(pool, "vdi_clone", small) for _ in range(n)])
+        rows.append(("bare /usr/bin/python3 spawn", ms(spawn), ""))
+        rows.append(("raw librbd create_snap", ms(raw_snap), ""))
+        rows.append(("driver vdi_snapshot (spawn->reply)", ms(drv_snap),
+                     "goal <= %s: %s" % (ms(raw_snap + 2 * spawn),
+                                         "OK" if drv_snap <= raw_snap + 2 * spawn else "MISS")))
+        rows.append(("raw librbd snap+protect+clone", ms(raw_clone), ""))
+        rows.append(("driver vdi_clone (spawn->reply)", ms(drv_clone),
+                     "goal <= %s: %s" % (ms(raw_clone + 2 * spawn),
+                                         "OK" if drv_clone <= raw_clone + 2 * spawn else "MISS")))
+        # 2a. 1 TiB vs 1 GiB
+        large = pool.vdi_create(sr, TiB, name_label="1TiB")
+        s_small = timed_snapshots(pool, small, n)
+        s_large = timed_snapshots(pool, large, n)
+        rows.append(("snapshot 1 GiB / 1 TiB image", "%s / %s" % (ms(s_small), ms(s_large)),
+                     "ratio %.2f (goal <= 1.2)" % (s_large / s_small)))
+        # 2b. 10 vs 500 VDIs
+        pool2_sr = pool.sr_create("rbd", dc, name_label="bench-10", shared=True)
+        ten = pool.vdi_create(pool2_sr, GiB, name_label="ten")
+        for i in range(9):
+            pool.vdi_create(pool2_sr, GiB, name_label="t%d" % i)
+        s10 = timed_snapshots(pool, ten, n)
+        t = time.monotonic()
+        fill(driver, big - len(pool.sr_record(sr)["VDIs"]))
+        fill_s = time.monotonic() - t
+        pool.sr_scan(sr)
+        nvdi = len(pool.sr_record(sr)["VDIs"])
+        s500 = timed_snapshots(pool, small, n)
+        rows.append(("snapshot in SR with 10 / %d VDIs" % nvdi, "%s / %s" % (ms(s10), ms(s500)),
+                     "ratio %.2f (goal <= 1.5)" % (s500 / s10)))
+        # 3. scan
+        for count in (big, huge):
+            have = len(pool.sr_record(sr)["VDIs"])
+            if have < count:
+                fill(driver, count - have)
+            t = time.monotonic()
+            pool.sr_scan(sr)   # introduces the new ones into xapi
+            first = time.monotonic() - t
+            lists = []
+            for _ in range(3):
+                t = time.monotonic()
+                vols = driver.list()
+                lists.append(time.monotonic() - t)
+            scans = []
+            for _ in range(3):
+                pool.sr_scan(sr)
+                scans.append(pool.last_call.seconds)
+            rows.append(("sr_scan, %d VDIs (driver list() only)" % len(vols), ms(median(lists)),
+                         ""))
+            rows.append(("sr_scan, %d VDIs (spawn->reply, steady)" % len(vols),
+                         ms(median(scans)),
+                         "goal <= 2 s at 1000: %s" % ("OK" if median(scans) <= 2 else "MISS")
+                         if len(vols) >= 1000 else "first scan (introducing) %.1f s" % first))
+        rows.append(("(filling: driver.create x%d in-process, 8 threads)" % (big - 11),
+                     "%.1f s" % fill_s, ""))
+        # 4. sequential I/O
+        w_dev, r_dev, w_rbd, r_rbd = seq_io(pool, pool2_sr, io, args.seq_mib * MiB)
+        rows.append(("seq write %d MiB: device (fuse+loop) / librbd" % args.seq_mib,
+                     "%.0f / %.0f MiB/s" % (w_dev, w_rbd), "4 MiB blocks, O_DIRECT on device"))
+        rows.append(("seq read  %d MiB: device (fuse+loop) / librbd" % args.seq_mib,
+                     "%.0f / %.0f MiB/s" % (r_dev, r_rbd), ""))
+    finally:
+        width = max(len(r[0]) for r in rows) if rows else 10
+        print()
+        for name, value, note in rows:
+            print("%-*s  %20s  %s" % (width, name, value, note))
+        cleanup(pool, sr, cluster)
+        io.close()
+        cluster.shutdown()
+
+
+def cleanup(pool, sr, cluster):
+    import rbd
+    for ref in [r for r in pool.db.refs("SR")]:
+        uuid = pool.sr_record(ref)["uuid"]
+        io = cluster.open_ioctx(device_config()["pool"])
+        io.set_namespace(uuid)
+        for _ in range(3):
+            names = list(rbd.RBD().list(io))
+
+            def purge(name):
+                try:
+                    with rbd.Image(io, name) as img:
+                        for s in list(img.list_snaps()):
+                            try:
+                                if img.is_protected_snap(s["name"]):
+                                    img.unprotect_snap(s["name"])
+                                img.remove_snap(s["name"])
+                            except rbd.Error:
+                                pass
+                    rbd.RBD().remove(io, name)
+                except rbd.Error:
+                    pass
+            with ThreadPoolExecutor(8) as ex:
+                list(ex.map(purge, names))
+        for obj in list(io.list_objects()):
+            io.remove_object(obj.key)
+        io.close()
+        root = cluster.open_ioctx(device_config()["pool"])
+        try:
+            rbd.RBD().namespace_remove(root, uuid)
+        except rbd.Error:
+            pass
+        root.close()
+
+
+if __name__ == "__main__":
+    main()
