@@ -15,6 +15,24 @@ FEATURES = 1 | 4 | 8 | 16 | 32
 OMAP_PAGE = 4096
 
 
+def _mapped(fault='SMGeneral'):
+    """Turn a rados/rbd exception escaping a primitive into an SR fault."""
+    def wrap(fn):
+        def primitive(self, *args, **kwargs):
+            try:
+                return fn(self, *args, **kwargs)
+            except SRError:
+                raise
+            except Exception as e:
+                if type(e).__module__ in ('rados', 'rbd'):
+                    raise _ceph_error(e, '%s %s' % (fn.__name__, args[0] if args else ''), fault)
+                raise
+        primitive.__name__ = fn.__name__
+        primitive.__doc__ = fn.__doc__
+        return primitive
+    return wrap
+
+
 def _rbd():
     import rbd
     return rbd
@@ -75,9 +93,6 @@ class RBDDriver(Driver):
     @property
     def io(self):
         return self.cluster.ioctx(self.pool, self.namespace)
-
-    def _errors(self, doing, name='SMGeneral'):
-        return _CephErrors(doing, name)
 
     def _image(self, name, read_only=False, snapshot=None):
         rbd = _rbd()
@@ -163,6 +178,7 @@ class RBDDriver(Driver):
                       read_only=entry.kind == L.SNAP or entry.meta.get('read_only') == 'true')
 
     # --- SR ----------------------------------------------------------------------------
+    @_mapped()
     def sr_create(self, physical_size):
         rbd, rados = _rbd(), _rados()
         root = self.cluster.ioctx(self.pool, '')
@@ -181,6 +197,7 @@ class RBDDriver(Driver):
         except (rados.Error, rbd.Error) as e:
             raise _ceph_error(e, 'creating SR in %s/%s' % (self.pool, self.namespace))
 
+    @_mapped()
     def sr_delete(self):
         rbd, rados = _rbd(), _rados()
         self._omap([L.SR_UUID_KEY])  # SRUnavailable if there is no SR
@@ -219,9 +236,11 @@ class RBDDriver(Driver):
         except SRError:
             pass
 
+    @_mapped('SRUnavailable')
     def sr_attach(self):
         self._omap([L.SR_UUID_KEY])
 
+    @_mapped()
     def sr_stats(self):
         """(size, used) of the pool from the cluster's own statistics (needs a mgr)."""
         import json
@@ -243,6 +262,7 @@ class RBDDriver(Driver):
         stats = self.cluster.rados.get_cluster_stats()
         return stats['kb'] * 1024, stats['kb_used'] * 1024
 
+    @_mapped()
     def probe(self):
         """SRs in the pool: every namespace holding an SR object (plus the default one)."""
         rbd, rados = _rbd(), _rados()
@@ -273,6 +293,7 @@ class RBDDriver(Driver):
         return found
 
     # --- VDIs --------------------------------------------------------------------------
+    @_mapped('SRScan')
     def list(self):
         rbd = _rbd()
         index = self._omap()
@@ -330,6 +351,7 @@ class RBDDriver(Driver):
         if values or remove:
             self._index_set(values, remove)
 
+    @_mapped()
     def get(self, uuid):
         found = self._omap([L.VDI_PREFIX + uuid, L.USED_PREFIX + uuid])
         text = found.get(L.VDI_PREFIX + uuid)
@@ -337,6 +359,7 @@ class RBDDriver(Driver):
             return None
         return self._volume(L.Entry.load(uuid, text), int(found.get(L.USED_PREFIX + uuid) or 0))
 
+    @_mapped('VDICreate')
     def create(self, uuid, size, meta):
         rbd = _rbd()
         self._omap([L.SR_UUID_KEY])
@@ -352,11 +375,13 @@ class RBDDriver(Driver):
         self._put(entry, used=0)
         return self._volume(entry, 0)
 
+    @_mapped()
     def set_meta(self, uuid, meta):
         entry = self._need(uuid)
         entry.meta = dict(meta)
         self._put(entry)
 
+    @_mapped('VDIDelete')
     def destroy(self, uuid):
         rbd = _rbd()
         entry = self._need(uuid)
@@ -478,6 +503,7 @@ class RBDDriver(Driver):
         self._remove_image(name)
 
     # --- snapshots and clones -------------------------------------------------------------
+    @_mapped('VDISnapshot')
     def snapshot(self, uuid, new_uuid, meta):
         rbd = _rbd()
         entry = self._need(uuid)
@@ -493,6 +519,7 @@ class RBDDriver(Driver):
             raise _ceph_error(e, 'snapshot of %s' % uuid, 'VDISnapshot')
         return self._volume(snap, used)
 
+    @_mapped('VDIClone')
     def clone(self, uuid, new_uuid, meta):
         rbd = _rbd()
         entry = self._need(uuid)
@@ -529,6 +556,7 @@ class RBDDriver(Driver):
             self._gc_image(entry.image)
         return self._volume(new, 0)
 
+    @_mapped()
     def revert(self, uuid, snapshot_uuid):
         rbd = _rbd()
         entry, snap = self._need(uuid), self._need(snapshot_uuid)
@@ -548,6 +576,7 @@ class RBDDriver(Driver):
         except rbd.Error as e:
             raise _ceph_error(e, 'revert of %s to %s' % (uuid, snapshot_uuid))
 
+    @_mapped('VDIResize')
     def resize(self, uuid, size):
         rbd = _rbd()
         entry = self._need(uuid)
@@ -581,6 +610,7 @@ class RBDDriver(Driver):
         return size
 
     # --- export helpers -----------------------------------------------------------------
+    @_mapped()
     def extents(self, uuid):
         """[(offset, length)] of the allocated parts of a VDI (fast-diff)."""
         entry = self._need(uuid)
@@ -588,6 +618,7 @@ class RBDDriver(Driver):
         with self._image(entry.image, read_only=True, snapshot=snap) as img:
             return self._diff(img, None, entry.size)
 
+    @_mapped()
     def changed_extents(self, uuid, base_uuid):
         """[(offset, length)] that differ between snapshot ``base_uuid`` and ``uuid``."""
         entry, base = self._need(uuid), self._need(base_uuid)
@@ -645,6 +676,7 @@ class RBDDriver(Driver):
             raise SRError('VDIInUse', 'cannot %s VDI %s: it is active read-write on host %s '
                           'since %s' % (what, uuid, lease.get('host'), lease.get('since')))
 
+    @_mapped('VDIUnavailable')
     def activate(self, uuid, writable):
         if not writable:
             return
@@ -674,6 +706,7 @@ class RBDDriver(Driver):
         except rados.Error as e:
             raise _ceph_error(e, 'taking the write lease of %s' % uuid, 'VDIUnavailable')
 
+    @_mapped('VDIUnavailable')
     def deactivate(self, uuid):
         import json
         rados = _rados()
@@ -698,6 +731,7 @@ class RBDDriver(Driver):
         me = self.cluster.rados.get_instance_id()
         return [w for w in img.watchers_list() if int(w.get('id', -1)) != me]
 
+    @_mapped('VDIUnavailable')
     def attach(self, uuid, writable):
         from drivers.ceph import datapath
         rbd = _rbd()
@@ -747,6 +781,7 @@ class RBDDriver(Driver):
         datapath.save_record(self.ctx.state_dir, uuid, record)
         return datapath.device_of(record)
 
+    @_mapped('VDIUnavailable')
     def detach(self, uuid):
         from drivers.ceph import datapath
         record = datapath.load_record(self.ctx.state_dir, uuid)
@@ -762,19 +797,6 @@ class RBDDriver(Driver):
                 pass
         elif record.get('writable'):
             self._refresh_used(uuid)
-
-
-class _CephErrors(object):
-    def __init__(self, doing, name):
-        self.doing, self.name = doing, name
-
-    def __enter__(self):
-        return self
-
-    def __exit__(self, kind, value, tb):
-        if value is not None and type(value).__module__ in ('rados', 'rbd'):
-            raise _ceph_error(value, self.doing, self.name)
-        return False
 
 
 def _ceph_error(e, doing, name='SMGeneral'):
