@@ -12,7 +12,7 @@ from drivers.ceph.datapath import CHOICES as DATAPATHS
 
 # layering | exclusive-lock | object-map | fast-diff | deep-flatten
 FEATURES = 1 | 4 | 8 | 16 | 32
-OMAP_PAGE = 4096
+OMAP_PAGE = 1024   # the OSD caps a reply (osd_max_omap_entries_per_request)
 
 
 def _mapped(fault='SMGeneral'):
@@ -121,9 +121,9 @@ class RBDDriver(Driver):
                         it, _ = self.io.get_omap_vals(op, start, '', OMAP_PAGE)
                         self.io.operate_read_op(op, obj)
                         page = list(it)
+                    if not page:
+                        break  # the OSD may return fewer than asked: stop on an empty page
                     out.update(page)
-                    if len(page) < OMAP_PAGE:
-                        break
                     start = page[-1][0]
         except rados.ObjectNotFound:
             raise SRError('SRUnavailable', 'no SR %s in pool %s namespace %s (deleted, or '

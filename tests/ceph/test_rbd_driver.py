@@ -491,3 +491,18 @@ def test_extents_and_changed_extents(pool, sr, device_config, tmp_path):
     changed = d.changed_extents(uuid, sr.uuid_of(s))
     assert any(o <= 40 * MiB < o + n for o, n in changed)
     assert not any(o <= 8 * MiB < o + n for o, n in changed)
+
+
+def test_index_larger_than_one_osd_reply_is_read_whole(pool, sr, device_config, tmp_path):
+    """The OSD caps an omap reply (1024 entries): list() must page through all of it."""
+    import rados
+    from framework.driver import Context
+    from drivers.ceph.driver import RBDDriver
+    v = pool.vdi_create(sr.ref, MiB, name_label="last")
+    keys = tuple("used.%08d-0000-4000-8000-000000000000" % i for i in range(1500))
+    with rados.WriteOpCtx() as op:
+        sr.io.set_omap(op, keys, tuple(b"0" for _ in keys))
+        sr.io.operate_write_op(op, "srkit.sr")
+    d = RBDDriver(sr.uuid, dict(device_config), Context(str(tmp_path), _Log(), True))
+    assert len(d._omap()) >= 1500 + 4
+    assert sr.uuid_of(v) in d.list()
