@@ -8,7 +8,8 @@
 #   tests/rigs/ceph.sh down DIR     stop the daemons (pid files, guarded) and rm -rf DIR
 #   tests/rigs/ceph.sh pybind [PY]  only the bindings step of install, for interpreter PY
 #
-# Knobs (environment): CEPH_MON_PORT (3300), CEPH_MON_V1_PORT (6789, 0 = msgr2 only),
+# Knobs (environment): CEPH_MON_PORT (default: first free from 3300), CEPH_MON_V1_PORT
+# (default: first free from 6789; 0 = msgr2 only),
 # CEPH_MGR (1; 0 = no mgr: I/O works, usage stats are 0), CEPH_OBJECTSTORE (bluestore|memstore).
 #
 # Pools made by `up`: `rbd` (replicated, size 1, rbd application) and `rbd-data`
@@ -134,6 +135,12 @@ port_busy() {  # port -> 0 if something listens on 127.0.0.1:port
     (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null
 }
 
+free_port() {  # first port from $1 on that nobody listens on
+    local p=$1
+    while port_busy "$p"; do p=$((p + 1)); done
+    echo "$p"
+}
+
 wait_for() {  # seconds command... : retry until success or timeout
     local t=$1; shift
     local end=$((SECONDS + t))
@@ -147,11 +154,20 @@ up() {
     local D=${1:?usage: up DIR}
     mkdir -p "$D"; D=$(cd "$D" && pwd)
     [ ! -e "$D/ceph.conf" ] || die "$D/ceph.conf exists: run 'down $D' first"
-    local mon_port=${CEPH_MON_PORT:-3300} v1=${CEPH_MON_V1_PORT:-6789}
-    port_busy "$mon_port" && die "port $mon_port is in use"
+    # explicit ports must be free; default ones move up when another cluster runs here
+    local mon_port=${CEPH_MON_PORT:-} v1=${CEPH_MON_V1_PORT:-}
+    if [ -n "$mon_port" ]; then
+        port_busy "$mon_port" && die "port $mon_port is in use"
+    else
+        mon_port=$(free_port 3300)
+    fi
+    if [ -z "$v1" ]; then
+        v1=$(free_port 6789)
+    elif [ "$v1" != 0 ]; then
+        port_busy "$v1" && die "port $v1 is in use"
+    fi
     local monaddr="[v2:127.0.0.1:$mon_port]"
     if [ "$v1" != 0 ]; then
-        port_busy "$v1" && die "port $v1 is in use"
         monaddr="[v2:127.0.0.1:$mon_port,v1:127.0.0.1:$v1]"
     fi
     local t0=$SECONDS
