@@ -16,16 +16,17 @@ SECRET_SUFFIX = '_secret'
 
 
 class Option(object):
-    __slots__ = ('key', 'description', 'required', 'default', 'secret', 'choices')
+    __slots__ = ('key', 'description', 'required', 'default', 'secret', 'choices', 'kind')
 
     def __init__(self, key, description, required=False, default=None,
-                 secret=False, choices=None):
+                 secret=False, choices=None, kind=str):
         self.key = key
         self.description = description
         self.required = required
         self.default = default
         self.secret = secret
         self.choices = choices
+        self.kind = kind  # str, or int for a whole number (the driver receives an int)
 
     def doc(self):
         """One line for driver-info ``configuration`` and the docs."""
@@ -78,7 +79,23 @@ def validate(options, device_config, resolve_secret):
             invalid.append('%s=%s (expected one of %s)' % (
                 opt.key, value, ', '.join(opt.choices)))
             continue
+        if opt.kind is int and value is not None:
+            text = str(value)
+            if not text or not set(text) <= set('0123456789'):
+                invalid.append('%s=%s (not a whole number)' % (opt.key, text))
+                continue
+            value = int(text)
         config[opt.key] = value
+    config_error(missing, invalid)
+    return config
+
+
+def config_error(missing=(), invalid=()):
+    """Raise ConfigParamsMissing (115) naming every missing and invalid key, if any.
+
+    Drivers with rules across keys ("monitors, unless conf is given") call this
+    too, so every device-config problem reads the same to an admin.
+    """
     problems = []
     if missing:
         problems.append('device-config is missing the following parameters: '
@@ -87,4 +104,3 @@ def validate(options, device_config, resolve_secret):
         problems.append('device-config has invalid values: ' + ', '.join(invalid))
     if problems:
         raise SRError('ConfigParamsMissing', '; '.join(problems))
-    return config
