@@ -791,10 +791,7 @@ class RBDDriver(Driver):
         datapath.drop_record(self.ctx.state_dir, uuid)
         temp = record.get('temp_clone')
         if temp:
-            entry = self._entry(uuid)
-            self._remove_image(temp)
-            if entry is None:
-                pass
+            self._remove_image(temp)  # and collects a snapshot deleted while attached
         elif record.get('writable'):
             self._refresh_used(uuid)
 
