@@ -506,3 +506,24 @@ def test_index_larger_than_one_osd_reply_is_read_whole(pool, sr, device_config, 
     d = RBDDriver(sr.uuid, dict(device_config), Context(str(tmp_path), _Log(), True))
     assert len(d._omap()) >= 1500 + 4
     assert sr.uuid_of(v) in d.list()
+
+
+def test_snapshot_deleted_while_attached_is_collected_at_detach(pool, sr, device_config):
+    """xapi refuses this; the driver still never loses the attach clone's parent."""
+    from framework.driver import Context
+    from drivers.ceph.driver import RBDDriver
+    v = pool.vdi_create(sr.ref, 4 * MiB, name_label="v")
+    base = sr.uuid_of(v)
+    s = pool.vdi_snapshot(v)
+    snap = sr.uuid_of(s)
+    host1 = pool.hosts[1]
+    pool.vdi_attach(s, host=host1, writable=False)
+    pool.call("vdi_delete", vdi=s)          # on the master, while attached on host 1
+    assert sr.snaps(base) == [snap]          # kept: the attach clone hangs from it
+    assert len(sr.images()) == 2
+    state = os.path.join(pool.host_dirs(host1)["state"], sr.uuid)
+    RBDDriver(sr.uuid, dict(device_config), Context(state, _Log(), False)).detach(snap)
+    assert sr.snaps(base) == []
+    assert sr.images() == [base]
+    for dp in pool.db.find("datapath", VDI=s):
+        pool.db.delete("datapath", dp)
