@@ -118,11 +118,22 @@ class DB:
         row = c.execute("SELECT cls, data FROM objects WHERE ref=?", (ref,)).fetchone()
         return (row[0], json.loads(row[1])) if row else (None, None)
 
-    def _complete(self, c, cls, ref, rec):
+    def _complete(self, c, cls, ref, rec, links=None):
+        links = links if links is not None else self._links(c, cls)
+        for field, by_target in links.items():
+            rec[field] = list(by_target.get(ref, ()))
+        return rec
+
+    def _links(self, c, cls):
+        """{reverse field: {target ref: [referring refs]}} for ``cls``, one scan each,
+        so listing n records costs O(n) rather than O(n^2)."""
+        links = {}
         for (kcls, field), (ocls, ofield) in _BACKLINKS.items():
             if kcls == cls:
-                rec[field] = [r for r, o in self._scan(c, ocls) if o.get(ofield) == ref]
-        return rec
+                by_target = links.setdefault(field, {})
+                for r, o in self._scan(c, ocls):
+                    by_target.setdefault(o.get(ofield), []).append(r)
+        return links
 
     def _scan(self, c, cls):
         rows = c.execute("SELECT ref, data FROM objects WHERE cls=? ORDER BY rowid", (cls,))
@@ -166,12 +177,18 @@ class DB:
     def all(self, cls):
         """[(ref, record)] in creation order (records with reverse links)."""
         with self._conn() as c:
-            return [(r, self._complete(c, cls, r, rec)) for r, rec in self._scan(c, cls)]
+            links = self._links(c, cls)
+            return [(r, self._complete(c, cls, r, rec, links)) for r, rec in self._scan(c, cls)]
 
     def refs(self, cls):
         with self._conn() as c:
             return [r for (r,) in c.execute(
                 "SELECT ref FROM objects WHERE cls=? ORDER BY rowid", (cls,)).fetchall()]
+
+    def stored(self, cls):
+        """[(ref, record)] without reverse links: the cheap scan for checks."""
+        with self._conn() as c:
+            return self._scan(c, cls)
 
     def find(self, cls, **eq):
         """Refs of the objects whose stored fields equal all of ``eq``."""

@@ -227,7 +227,8 @@ class XapiApi:
         self._arity(method, args, 19, 18)  # cbt_enabled is optional (older callers)
         rec = dict(zip(self._INTRODUCE_FIELDS, args))
         sr = rec["SR"]
-        self.db.get("SR", sr)
+        if not self.db.exists("SR", sr):
+            raise XapiError("HANDLE_INVALID", ["SR", sr])
         self._check_sm_access(method, srec, sr)
         if not isinstance(rec["uuid"], str) or not _UUID_RE.match(rec["uuid"]):
             raise XapiError("UUID_INVALID", ["VDI", str(rec["uuid"])])
@@ -236,7 +237,7 @@ class XapiApi:
                 raise XapiError("FIELD_TYPE_ERROR", [field])
         rec = {k: self._coerce(k, v) for k, v in rec.items()}
         with self.db.transaction():
-            for r, other in self.db.all("VDI"):
+            for r, other in self.db.stored("VDI"):
                 if other["uuid"] == rec["uuid"]:
                     raise XapiError("UUID_INVALID", ["VDI", rec["uuid"]])
                 if other["SR"] == sr and other["location"] == rec["location"]:
