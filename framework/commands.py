@@ -609,7 +609,9 @@ def dispatch(request, driver_cls, log):
         raise SRError('BadRequest', '%s needs vdi_uuid' % command)
     if command in MASTER_ONLY and request.device_config.get('SRmaster') != 'true':
         raise SRError('SMGeneral', '%s runs only on the SR master' % command)
-    if command not in NO_SESSION and handler is not _unimplemented \
-            and not request.get('session_ref'):
-        raise SRError('BadRequest', '%s needs session_ref' % command)
+    if command not in NO_SESSION and handler is not _unimplemented:
+        if not request.get('session_ref'):
+            raise SRError('BadRequest', '%s needs session_ref' % command)
+        from framework.xapi import prefetch
+        prefetch()
     return handler(Invocation(request, driver_cls, log))

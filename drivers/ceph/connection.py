@@ -14,6 +14,7 @@ import os
 import re
 
 from framework.errors import SRError
+from framework.options import config_error
 
 CONNECT_TIMEOUT = 10     # seconds for the monitor handshake
 MON_OP_TIMEOUT = 15      # seconds per monitor command
@@ -44,14 +45,7 @@ def validate_config(config):
         missing.append('monitors (or conf)')
     if not (key or keyring or conf):
         missing.append('key (or key_secret, keyring or conf)')
-    problems = []
-    if missing:
-        problems.append('device-config is missing the following parameters: '
-                        + ', '.join(missing))
-    if bad:
-        problems.append('device-config has invalid values: ' + ', '.join(bad))
-    if problems:
-        raise SRError('ConfigParamsMissing', '; '.join(problems))
+    config_error(missing, bad)
 
 
 def rados_conf(config, extra=None):

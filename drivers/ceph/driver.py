@@ -60,9 +60,10 @@ class RBDDriver(Driver):
         Option('data_pool', 'pool for image data, e.g. erasure-coded (metadata stays in pool)'),
         Option('datapath', 'how vdi_attach makes a block device', default='auto',
                choices=DATAPATHS),
-        Option('max_clone_depth', 'clones deeper than this are flattened', default='5'),
+        Option('max_clone_depth', 'clones deeper than this are flattened', default=5,
+               kind=int),
         Option('connect_timeout', 'seconds to reach the monitors before failing with '
-               'SRUnavailable', default='10'),
+               'SRUnavailable', default=10, kind=int),
     )
     thin_provisioning = True
     resize_online = True
@@ -81,12 +82,6 @@ class RBDDriver(Driver):
         if self._cluster is None:
             from drivers.ceph.connection import Cluster, validate_config
             validate_config(self.config)
-            for key in ('max_clone_depth', 'connect_timeout'):
-                try:
-                    int(self.config.get(key) or 0)
-                except ValueError:
-                    raise SRError('ConfigParamsMissing', 'device-config has invalid values: '
-                                  '%s=%s (not a number)' % (key, self.config.get(key)))
             self._cluster = Cluster(self.config)
         return self._cluster
 
@@ -523,7 +518,7 @@ class RBDDriver(Driver):
     def clone(self, uuid, new_uuid, meta):
         rbd = _rbd()
         entry = self._need(uuid)
-        max_depth = int(self.config.get('max_clone_depth') or 5)
+        max_depth = self.config['max_clone_depth']
         try:
             with self._image(entry.image) as img:
                 if entry.kind == L.IMAGE:
