@@ -55,7 +55,10 @@ vdis = json.load(open(DB)) if os.path.exists(DB) else {}
 
 
 def save():
-    json.dump(vdis, open(DB, "w"))
+    # atomic, so concurrent fake-driver processes never read a half-written file
+    with open(DB + ".%%d" %% os.getpid(), "w") as f:
+        json.dump(vdis, f)
+    os.rename(DB + ".%%d" %% os.getpid(), DB)
 
 
 def introduce(u, size, label="", snap=False):
