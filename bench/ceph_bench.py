@@ -317,30 +317,13 @@ def main():
 
 def cleanup(pool, sr, cluster):
     import rbd
+    sys.path.insert(0, os.path.join(REPO, "tests", "ceph"))
+    from namespace_cleanup import empty_namespace
     for ref in [r for r in pool.db.refs("SR")]:
         uuid = pool.sr_record(ref)["uuid"]
         io = cluster.open_ioctx(device_config()["pool"])
         io.set_namespace(uuid)
-        for _ in range(3):
-            names = list(rbd.RBD().list(io))
-
-            def purge(name):
-                try:
-                    with rbd.Image(io, name) as img:
-                        for s in list(img.list_snaps()):
-                            try:
-                                if img.is_protected_snap(s["name"]):
-                                    img.unprotect_snap(s["name"])
-                                img.remove_snap(s["name"])
-                            except rbd.Error:
-                                pass
-                    rbd.RBD().remove(io, name)
-                except rbd.Error:
-                    pass
-            with ThreadPoolExecutor(8) as ex:
-                list(ex.map(purge, names))
-        for obj in list(io.list_objects()):
-            io.remove_object(obj.key)
+        empty_namespace(io, rounds=3)
         io.close()
         root = cluster.open_ioctx(device_config()["pool"])
         try:

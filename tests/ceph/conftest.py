@@ -159,28 +159,8 @@ class SR(object):
     def purge(self):
         """Remove whatever a test left in the namespace (admin, Ceph side)."""
         import rbd
-        for _ in range(4):
-            names = list(rbd.RBD().list(self.io))
-            if not names:
-                break
-            for name in names:
-                try:
-                    with rbd.Image(self.io, name) as img:
-                        for s in list(img.list_snaps()):
-                            try:
-                                if img.is_protected_snap(s["name"]):
-                                    img.unprotect_snap(s["name"])
-                                img.remove_snap(s["name"])
-                            except rbd.Error:
-                                pass
-                    rbd.RBD().remove(self.io, name)
-                except rbd.Error:
-                    pass
-        for obj in list(self.io.list_objects()):
-            try:
-                self.io.remove_object(obj.key)
-            except Exception:
-                pass
+        from namespace_cleanup import empty_namespace
+        empty_namespace(self.io, threads=1)
         if self.namespace == self.uuid:
             root = self.cluster.open_ioctx(self.pool_name)
             try:
