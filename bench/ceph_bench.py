@@ -161,7 +161,6 @@ def scan_process(sr_uuid, dc):
 
 def seq_io(pool, sr, io, size):
     import rbd
-    from simulator import Pool  # noqa: F401
     v = pool.vdi_create(sr, size, name_label="seq")
     dev = pool.vdi_attach(v)["params"]
     block = 4 * MiB

@@ -397,7 +397,6 @@ class RBDDriver(Driver):
         self._index_set(remove=(L.VDI_PREFIX + entry.uuid, L.USED_PREFIX + entry.uuid))
 
     def _destroy_image_vdi(self, entry):
-        rbd = _rbd()
         with self._image(entry.image) as img:
             watchers = self._foreign_watchers(img)
             if watchers:
