@@ -58,9 +58,14 @@ def _check_uuid(text, what):
     return text
 
 
-def _check_location(text):
+def _is_location(text):
     # a location names a backend object: never a path, never hidden
-    if not text or not set(text) <= _NAME_CHARS or text.startswith('.') or len(text) > 200:
+    return bool(text) and set(text) <= _NAME_CHARS and not text.startswith('.') \
+        and len(text) <= 200
+
+
+def _check_location(text):
+    if not _is_location(text):
         raise SRError('VDIMissing', 'location %r cannot name a VDI of this SR' % (text,))
     return text
 
@@ -108,6 +113,13 @@ class _Marker(object):
 
     def __init__(self, inv, location, kind):
         self.path = os.path.join(inv.state_dir, '%s.%s' % (_check_location(location), kind))
+
+    @staticmethod
+    def locations(inv, kind):
+        """The locations that have a ``kind`` marker on this host."""
+        suffix = '.' + kind
+        return sorted(n[:-len(suffix)] for n in os.listdir(inv.state_dir)
+                      if n.endswith(suffix))
 
     def read(self):
         try:
@@ -181,11 +193,10 @@ def sr_attach(inv):
 
 def sr_detach(inv):
     with sr_lock(inv.sr_uuid):
-        busy = [n[:-len('.attach')] for n in os.listdir(inv.state_dir)
-                if n.endswith('.attach')]
+        busy = _Marker.locations(inv, 'attach')
         if busy:
             raise SRError('SRInUse', 'VDI(s) still attached on this host: %s'
-                          % ', '.join(sorted(busy)))
+                          % ', '.join(busy))
         inv.driver.sr_detach()
 
 
@@ -300,10 +311,8 @@ def vdi_introduce(inv):
     uuid = _check_uuid(inv.request.get('new_uuid'), 'new_uuid') \
         if inv.request.get('new_uuid') else new_uuid()
     with sr_lock(inv.sr_uuid):
-        try:
-            volume = inv.driver.get(_check_location(location))
-        except SRError:
-            volume = None
+        # only a bad name means "nothing there"; a backend error must surface as itself
+        volume = inv.driver.get(location) if _is_location(location) else None
         if volume is None:
             raise SRError('VDIUnavailable', 'nothing to introduce at location %r in SR %s'
                           % (location, inv.sr_uuid))

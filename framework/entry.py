@@ -13,7 +13,7 @@ from framework.errors import SRError
 
 
 def serve(target, argv):
-    """Return (reply document, log line) for one invocation; never raises."""
+    """Return the reply document for one invocation, logging one line; never raises."""
     from framework import wire
     from framework.log import Log, describe_exception, redacted
     log = Log()
