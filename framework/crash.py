@@ -1,0 +1,43 @@
+"""Named crash points: deterministic fault injection at the step boundaries of commands.
+
+A mutating command is an ordered sequence of backend steps. Between two steps the
+command (framework or driver) calls ``point('<name>')``. In production this is a
+dictionary lookup and nothing else. A test makes the process die there, exactly as
+a host crash or an OOM kill would, and then checks that the next command or
+``sr_scan`` rolls the half-done work forward or back.
+
+Names: ``<owner>.<command>.<step>``, lower case, e.g. ``rbd.clone.after-clone``,
+``fw.vdi_create.before-introduce``. The owner is ``fw`` for the framework and the
+SR type for a driver.
+
+Environment (set only by tests; xapi never sets them):
+- ``SRKIT_CRASH_AT=<name>``   SIGKILL this process when it reaches point ``name``
+  (``<name>@<n>``: at its n-th passage, counting from 1).
+- ``SRKIT_CRASH_TRACE=<file>`` append one line ``<name>`` per point passed, so a
+  test can enumerate a command's points by running it once, without knowing any
+  driver.
+"""
+
+import os
+import signal
+
+_passed = {}
+
+
+def point(name):
+    """Mark a step boundary; a no-op unless a test armed this point."""
+    at = os.environ.get('SRKIT_CRASH_AT')
+    trace = os.environ.get('SRKIT_CRASH_TRACE')
+    if not at and not trace:
+        return
+    count = _passed[name] = _passed.get(name, 0) + 1
+    if trace:
+        fd = os.open(trace, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
+        try:
+            os.write(fd, (name + '\n').encode('utf-8'))
+        finally:
+            os.close(fd)
+    if at:
+        want, _, nth = at.partition('@')
+        if want == name and count == (int(nth) if nth else 1):
+            os.kill(os.getpid(), signal.SIGKILL)
