@@ -113,14 +113,13 @@ def render(version, release, epoch, drivers, tools, template=None):
         own = [m for m in d.modules if m not in shared]
         preambles.append('\n'.join(
             ['%%package %s' % d.package,
-             'Summary:        srkit driver for SR type %s (%s)' % (d.type, d.sm),
+             'Summary:        The srkit driver for SR type %s (%s)' % (d.type, d.sm),
              'Requires:       srkit-framework = %s' % evr,
              'Requires(post): srkit-framework = %s' % evr,
              'Requires(postun): srkit-framework'] +
             ['Requires:       %s' % r for r in d.requires] +
             ['', '%%description %s' % d.package,
-             'xapi runs %s/%s for SRs of type %s. The code is in %s/%s.'
-             % (SM_DIR, d.sm, d.type, SRKIT_LIB, ', '.join(own) or d.modules[0]),
+             'xapi runs %s/%s for SRs of type %s.' % (SM_DIR, d.sm, d.type),
              'Installing or removing this package rewrites the sm-plugins whitelist;',
              'then run xe-toolstack-restart on every host of the pool.', '', '']))
         install.extend(_copy(m) for m in own)

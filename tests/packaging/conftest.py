@@ -1,0 +1,154 @@
+"""Fixtures for the packaging tests: the repository `make rpm` builds, a stand-in for dom0's
+packages, and `dnf --installroot` into empty roots (local repositories only).
+
+The tool chain comes from tests/rigs/rpm.sh (./dev test installs it); without it every test
+here skips.
+"""
+import os
+import shutil
+import subprocess
+import sys
+
+import pytest
+
+REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+TOOLS = ('rpmbuild', 'rpmsign', 'rpm2cpio', 'createrepo_c', 'dnf', 'rpmlint', 'gpg', 'gpgv')
+BUSYBOX = '/bin/busybox'
+# what the srkit scriptlets and the sm-plugins hook run, all busybox applets
+APPLETS = ('sh', 'rm', 'mkdir', 'cat', 'mv', 'sed', 'tail', 'tr', 'cmp', 'chmod', 'echo', 'ls')
+# dom0 owns these directories (filesystem, xapi-core, sm); srkit must not leave them behind
+DOM0_DIRS = ('/bin', '/etc', '/etc/xapi.conf.d', '/opt', '/opt/xensource', '/opt/xensource/sm',
+             '/usr', '/usr/bin', '/usr/lib', '/usr/libexec')
+EPOCH = '1700000000'
+
+
+def missing_tools():
+    gone = [t for t in TOOLS if not shutil.which(t)]
+    if not os.path.exists(BUSYBOX):
+        gone.append(BUSYBOX + ' (busybox-static)')
+    return gone
+
+
+def run(cmd, **kw):
+    proc = subprocess.run(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                          **kw)
+    assert proc.returncode == 0, '%s\n%s' % (' '.join(cmd), proc.stdout)
+    return proc.stdout
+
+
+def build(out):
+    """`make rpm` into ``out``, with a throwaway key and a repo URL pointing at ``out``."""
+    env = {k: v for k, v in os.environ.items() if k not in ('SRKIT_GPG_KEY', 'GNUPGHOME')}
+    env['SOURCE_DATE_EPOCH'] = EPOCH
+    proc = subprocess.run([sys.executable, os.path.join(REPO, 'packaging', 'build.py'),
+                           '--out', str(out), '--repo-url', 'file://%s/repo' % out],
+                          env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    assert proc.returncode == 0, proc.stdout
+    return proc.stdout
+
+
+@pytest.fixture(scope='session')
+def built(tmp_path_factory):
+    gone = missing_tools()
+    if gone:
+        pytest.skip('RPM tools missing (tests/rigs/rpm.sh install): %s' % ', '.join(gone))
+    out = tmp_path_factory.mktemp('rpm') / 'out'
+    log = build(out)
+    return out, log
+
+
+def requirement_provides(rpms):
+    """What the srkit packages need from outside srkit, as Provides lines for the stand-in."""
+    provides = set()
+    for line in run(['rpm', '-qp', '--requires', '--nosignature'] + rpms).splitlines():
+        name = line.split()[0]
+        if name.startswith(('srkit', 'rpmlib(', 'config(')) or name == '/bin/sh':
+            continue
+        # `python3 >= 3.6` and the like: provide that very version
+        provides.add(line.replace('>=', '=').strip())
+    return sorted(provides)
+
+
+@pytest.fixture(scope='session')
+def standin(built, tmp_path_factory):
+    """A repo with one package standing in for dom0: /bin/sh (busybox), the directories
+    dom0's packages own, and Provides for sm, xapi-core, python3 and every backend library
+    the srkit packages require."""
+    out, _ = built
+    top = tmp_path_factory.mktemp('standin')
+    for d in ('SPECS', 'SOURCES', 'RPMS', 'BUILD', 'BUILDROOT', 'SRPMS'):
+        (top / d).mkdir()
+    shutil.copy(BUSYBOX, top / 'SOURCES' / 'busybox')
+    rpms = sorted(str(p) for p in (out / 'repo').glob('*.rpm'))
+    lines = ['%global __os_install_post %{nil}',
+             '%global _binaries_in_noarch_packages_terminate_build 0',
+             'Name: dom0-standin', 'Version: 8.3', 'Release: 1',
+             'Summary: Stand-in for the XCP-ng dom0 packages srkit needs (tests only)',
+             'License: GPL-2.0-only', 'BuildArch: noarch', 'AutoReqProv: no']
+    lines += ['Provides: %s' % p for p in requirement_provides(rpms)]
+    lines += ['%description', 'tests only', '%install']
+    lines += ['mkdir -p %s' % ' '.join('%%{buildroot}%s' % d for d in DOM0_DIRS),
+              'install -m 0755 %{_sourcedir}/busybox %{buildroot}/bin/busybox']
+    lines += ['ln -s busybox %%{buildroot}/bin/%s' % a for a in APPLETS]
+    lines += ['%files'] + ['%%dir %s' % d for d in DOM0_DIRS] + ['/bin/busybox']
+    lines += ['/bin/%s' % a for a in APPLETS]
+    spec = top / 'SPECS' / 'standin.spec'
+    spec.write_text('\n'.join(lines) + '\n')
+    run(['rpmbuild', '-bb', '--quiet', '--define', '_topdir %s' % top,
+         '--define', '_binary_payload w9.gzdio', '--define', '_dbpath %s/rpmdb' % top,
+         str(spec)])
+    repo = top / 'repo'
+    repo.mkdir()
+    for p in (top / 'RPMS' / 'noarch').glob('*.rpm'):
+        shutil.copy(p, repo)
+    run(['createrepo_c', '--quiet', str(repo)])
+    return repo
+
+
+class Root(object):
+    """An empty install root that dnf fills from the srkit repo (through the srkit.repo file
+    `make rpm` wrote, signature checks on) and the stand-in repo, nothing else."""
+
+    def __init__(self, path, srkit_repo, standin_repo):
+        self.path = path
+        conf = path.parent / (path.name + '-conf')
+        (conf / 'repos.d').mkdir(parents=True)
+        shutil.copy(srkit_repo / 'srkit.repo', conf / 'repos.d' / 'srkit.repo')
+        (conf / 'repos.d' / 'standin.repo').write_text(
+            '[standin]\nname=standin\nbaseurl=file://%s\ngpgcheck=0\n' % standin_repo)
+        (conf / 'dnf.conf').write_text('[main]\n')
+        self.dnf_args = [
+            'dnf', '-y', '--installroot=%s' % path, '--releasever=8.3',
+            '--config=%s' % (conf / 'dnf.conf'), '--setopt=reposdir=%s' % (conf / 'repos.d'),
+            '--noplugins', '--setopt=install_weak_deps=False',
+            '--setopt=cachedir=%s' % (conf / 'cache'), '--setopt=tsflags=nodocs',
+            # as yum on EL7: removing a package does not remove what it had pulled in
+            '--setopt=clean_requirements_on_remove=False']
+        self.dnf('install', 'dom0-standin')
+        self.baseline = self.tree()
+
+    def dnf(self, *args):
+        return run(self.dnf_args + list(args))
+
+    def rpm(self, *args):
+        return run(['rpm', '--root', str(self.path)] + list(args))
+
+    def file(self, path):
+        return self.path / path.lstrip('/')
+
+    def tree(self):
+        """Every path in the root, except dnf's and rpm's own state."""
+        found = set()
+        for dirpath, dirnames, filenames in os.walk(self.path):
+            rel = '/' + os.path.relpath(dirpath, self.path)
+            if rel.startswith(('/var', '/root', '/etc/dnf', '/tmp')):
+                dirnames[:] = []
+                continue
+            found.update(os.path.join(rel, n) for n in dirnames + filenames)
+        return found
+
+
+@pytest.fixture
+def make_root(built, standin, tmp_path):
+    out, _ = built
+    return lambda name='root': Root(tmp_path / name, out / 'repo', standin)

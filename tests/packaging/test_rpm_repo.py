@@ -1,0 +1,256 @@
+"""`make rpm` (packaging/build.py): the signed yum repository, installed with dnf into empty
+roots that hold only a stand-in for dom0's packages."""
+import os
+import re
+import subprocess
+import sys
+import xmlrpc.client
+
+import pytest
+from conftest import REPO, build, run
+
+sys.path.insert(0, os.path.join(REPO, 'packaging'))
+import spec  # noqa: E402
+
+DROPIN = '/etc/xapi.conf.d/99-srkit.conf'
+# XCP-ng 8.3's default sm-plugins (xapi.conf as patched by XCP-ng's xapi RPM,
+# ../shared/reference/smapiv1.md 1.5), then linstor, kept for XOSTOR
+XAPI_DEFAULTS = ('ext nfs iscsi lvmoiscsi dummy file hba rawhba udev iso lvm lvmohba lvmofcoe '
+                 'shm smb cephfs glusterfs xfs zfs largeblock').split()
+# rpmlib features EL7's rpm 4.11 knows (no PayloadIsZstd)
+EL7_RPMLIB = {'CompressedFileNames', 'FileDigests', 'PayloadFilesHavePrefix', 'PayloadIsXz',
+              'PayloadIsBzip2', 'PayloadIsLzma', 'VersionedDependencies', 'ScriptletInterpreterArgs',
+              'PartialHardlinkSets', 'PayloadIsLzma', 'TildeInVersions'}
+INFO = ('<methodCall><methodName>sr_get_driver_info</methodName><params><param><value>'
+        '<struct><member><name>command</name><value>sr_get_driver_info</value></member>'
+        '<member><name>args</name><value><array><data/></array></value></member>'
+        '<member><name>device_config</name><value><struct/></value></member>'
+        '</struct></value></param></params></methodCall>')
+
+
+def drivers_in_tree():
+    drivers, _ = spec.present(REPO, spec.read_drivers(), spec.read_tools(), lambda m: None)
+    return drivers
+
+
+def rpms(out):
+    return sorted(str(p) for p in (out / 'repo').glob('*.rpm'))
+
+
+def qp(fmt, path):
+    return run(['rpm', '-qp', '--nosignature', '--qf', fmt, path])
+
+
+def sm_plugins(root):
+    lines = [l for l in root.file(DROPIN).read_text().splitlines() if l.startswith('sm-plugins=')]
+    assert len(lines) == 1, lines
+    return lines[0].split('=', 1)[1].split()
+
+
+# --- the repository -----------------------------------------------------------------------
+
+def test_repo_holds_every_package_signed_metadata_and_a_repo_file(built):
+    out, log = built
+    names = sorted(qp('%{NAME}', r) for r in rpms(out))
+    expected = ['srkit', 'srkit-framework', 'srkit-tools']
+    expected += ['srkit-%s' % d.package for d in drivers_in_tree()]
+    assert names == sorted(expected)
+    assert {'srkit-local', 'srkit-rbd'} <= set(names)
+    assert [p.name for p in (out / 'SRPMS').glob('*.src.rpm')] == ['srkit-0.1.0-1.src.rpm']
+    for f in ('repodata/repomd.xml', 'repodata/repomd.xml.asc', 'RPM-GPG-KEY-srkit'):
+        assert (out / 'repo' / f).is_file(), f
+    repo_file = (out / 'repo' / 'srkit.repo').read_text()
+    for line in ('baseurl=file://%s/repo' % out, 'gpgcheck=1', 'repo_gpgcheck=1',
+                 'gpgkey=file://%s/repo/RPM-GPG-KEY-srkit' % out):
+        assert line in repo_file.splitlines()
+    # declared drivers that are not written yet are skipped by name, not silently
+    for d in spec.read_drivers():
+        if d not in drivers_in_tree():
+            assert 'skipping driver %s' % d.type in log
+
+
+def test_payloads_are_ones_el7_rpm_reads(built):
+    out, _ = built
+    for r in rpms(out) + [str(p) for p in (out / 'SRPMS').glob('*.rpm')]:
+        assert qp('%{PAYLOADCOMPRESSOR}', r) in ('gzip', 'xz'), r
+        features = set(re.findall(r'^rpmlib\(([^)]+)\)', run(
+            ['rpm', '-qp', '--nosignature', '--requires', r]), re.M))
+        assert features <= EL7_RPMLIB, (r, features - EL7_RPMLIB)
+        # noarch for dom0's python 3.6: no dependency on the build machine's python ABI
+        assert 'python(abi)' not in run(['rpm', '-qp', '--nosignature', '--requires', r])
+
+
+def test_signatures_verify_with_the_public_key_only(built, tmp_path):
+    out, _ = built
+    key = out / 'repo' / 'RPM-GPG-KEY-srkit'
+    keyring = tmp_path / 'srkit.gpg'
+    run(['gpg', '--batch', '--quiet', '--dearmor', '--output', str(keyring), str(key)])
+    repomd = out / 'repo' / 'repodata' / 'repomd.xml'
+    run(['gpgv', '--keyring', str(keyring), str(repomd) + '.asc', str(repomd)])
+    forged = tmp_path / 'repomd.xml'
+    forged.write_bytes(repomd.read_bytes().replace(b'<revision>', b'<revision>1'))
+    assert subprocess.run(['gpgv', '--keyring', str(keyring), str(repomd) + '.asc',
+                           str(forged)], capture_output=True).returncode != 0
+
+    packages = rpms(out) + [str(p) for p in (out / 'SRPMS').glob('*.rpm')]
+    db = ['--dbpath', str(tmp_path / 'rpmdb')]
+    unknown = subprocess.run(['rpm', '-K'] + db + packages[:1], capture_output=True, text=True)
+    assert unknown.returncode != 0  # not verifiable before the key is imported
+    run(['rpm'] + db + ['--import', str(key)])
+    for line in run(['rpm', '-K'] + db + packages).splitlines():
+        assert line.endswith('digests signatures OK'), line
+    keyid = run(['gpg', '--batch', '--with-colons', '--show-keys', str(key)]).split('pub:')[1]
+    keyid = keyid.split(':')[3].lower()
+    for r in packages:
+        # a v4 header signature and the v3 header+payload one EL7's yum checks, both RSA
+        sigs = qp('%{RSAHEADER:pgpsig}|%{SIGPGP:pgpsig}', r).split('|')
+        assert all(s.startswith('RSA/SHA256') and s.endswith(keyid) for s in sigs), sigs
+
+
+def test_two_builds_of_one_commit_have_identical_payloads(built, tmp_path):
+    out, _ = built
+    again = tmp_path / 'again'
+    build(again)  # another throwaway key: signatures differ, payloads must not
+    first = {os.path.basename(r): r for r in rpms(out) + [str(p) for p in (out / 'SRPMS').glob('*.rpm')]}
+    second = {os.path.basename(r): r for r in rpms(again) + [str(p) for p in (again / 'SRPMS').glob('*.rpm')]}
+    assert sorted(first) == sorted(second)
+    for name in first:
+        payloads = [subprocess.run(['rpm2cpio', p[name]], capture_output=True, check=True).stdout
+                    for p in (first, second)]
+        assert payloads[0] == payloads[1], name
+        digests = [qp('%{PAYLOADDIGEST} %{BUILDTIME} %{BUILDHOST}', p[name])
+                   for p in (first, second)]
+        assert digests[0] == digests[1], name
+
+
+def test_rpmlint_passes_with_the_documented_filters(built):
+    out, _ = built
+    specfile = out / 'rpmbuild' / 'SPECS' / 'srkit.spec'
+    packages = rpms(out) + [str(p) for p in (out / 'SRPMS').glob('*.rpm')]
+    proc = subprocess.run(['rpmlint', '-r', os.path.join(REPO, 'packaging', 'rpmlintrc')] +
+                          packages + [str(specfile)], capture_output=True, text=True)
+    assert proc.returncode == 0 and ' 0 errors' in proc.stdout, proc.stdout + proc.stderr
+
+
+# --- installed on a (stand-in) host ---------------------------------------------------------
+
+@pytest.fixture
+def installed(make_root):
+    root = make_root()
+    root.log = root.dnf('install', 'srkit')
+    return root
+
+
+def test_meta_package_installs_everything_where_listed(installed, built):
+    out, _ = built
+    root = installed
+    names = set(root.rpm('-qa', '--qf', '%{NAME}\n').split())
+    assert {qp('%{NAME}', r) for r in rpms(out)} <= names
+    for r in rpms(out):
+        for path in run(['rpm', '-qpl', '--nosignature', r]).splitlines():
+            if path != '(contains no files)' and path != DROPIN:
+                assert os.path.lexists(root.file(path)), path
+    for d in drivers_in_tree():
+        exe = root.file('/opt/xensource/sm/' + d.sm)
+        assert os.access(exe, os.X_OK) and exe.read_text().startswith('#!/usr/bin/python3\n')
+        assert root.file('/usr/lib/srkit/%s/__init__.py' % d.modules[0]).is_file()
+    assert root.file('/usr/lib/srkit/framework/entry.py').is_file()
+    assert root.file('/usr/bin/srkit').is_file()
+    # nothing of srkit in a place the sm package owns, other than its own executables
+    sm_dir = set(os.listdir(root.file('/opt/xensource/sm')))
+    assert sm_dir == {d.sm for d in drivers_in_tree()}
+
+
+def test_post_wrote_the_dropin_with_xapi_defaults_plus_ours(installed):
+    root = installed
+    ours = [d.type for d in drivers_in_tree()]
+    assert sm_plugins(root) == XAPI_DEFAULTS + ['linstor'] + sorted(ours)
+    assert 'xe-toolstack-restart on every host of the pool' in root.log
+    assert os.listdir(root.file('/etc/xapi.conf.d')) == ['99-srkit.conf']
+
+
+def test_installed_driver_answers_driver_info(installed):
+    if os.path.exists('/usr/lib/srkit'):
+        pytest.skip('this machine has its own /usr/lib/srkit, which the driver would use')
+    root = installed
+    proc = subprocess.run([str(root.file('/opt/xensource/sm/LocalSR')), INFO],
+                          capture_output=True, text=True,
+                          env={'PATH': '/usr/sbin:/usr/bin:/sbin:/bin',
+                               'PYTHONPATH': str(root.file('/usr/lib/srkit'))})
+    assert proc.returncode == 0, proc.stderr
+    (info,), _ = xmlrpc.client.loads(proc.stdout)
+    assert info['name'] == 'Local' and info['required_api_version'] == '1.0'
+    assert 'VDI_CREATE' in info['capabilities']
+    # it ran the installed copy, not the source tree
+    assert list(root.file('/usr/lib/srkit/framework').glob('__pycache__/entry.*.pyc'))
+
+
+def test_installed_srkit_command_offers_host_subcommands_only(installed):
+    root = installed
+    srkit = str(root.file('/usr/bin/srkit'))
+    usage = run([srkit, '--help'])
+    assert 'docs' in usage
+    for simulated in ('xe ', 'pool-init', 'demo', 'conformance'):
+        assert '  ' + simulated not in usage
+    assert '## `local`' in run([srkit, 'docs'])
+
+
+def test_removing_a_driver_rewrites_the_dropin_without_it(make_root):
+    root = make_root()
+    root.dnf('install', 'srkit')
+    # an admin's own whitelist line survives the rewrite
+    root.file('/etc/xapi.conf.d/50-admin.conf').write_text('sm-plugins=ext moosefs\n')
+    log = root.dnf('remove', 'srkit-rbd')
+    left = set(root.rpm('-qa', '--qf', '%{NAME}\n').split())
+    assert 'srkit-rbd' not in left and 'srkit' not in left  # the meta package needs it
+    assert {'srkit-framework', 'srkit-local', 'srkit-tools'} <= left
+    plugins = sm_plugins(root)
+    assert 'rbd' not in plugins and 'local' in plugins and 'moosefs' in plugins
+    assert plugins[:len(XAPI_DEFAULTS)] == XAPI_DEFAULTS
+    assert 'xe-toolstack-restart' in log
+    assert not root.file('/opt/xensource/sm/RBDSR').exists()
+    assert not root.file('/usr/lib/srkit/drivers/ceph').exists()
+
+
+def test_removing_everything_leaves_nothing_behind(make_root):
+    root = make_root()
+    root.dnf('install', 'srkit')
+    subprocess.run([str(root.file('/opt/xensource/sm/LocalSR')), INFO], capture_output=True,
+                   env={'PYTHONPATH': str(root.file('/usr/lib/srkit'))})  # writes __pycache__
+    assert root.file(DROPIN).exists()
+    root.dnf('remove', 'srkit-*', 'srkit')
+    assert 'srkit' not in root.rpm('-qa')
+    assert root.tree() == root.baseline, sorted(root.tree() ^ root.baseline)
+
+
+# --- the tables the spec is generated from ----------------------------------------------------
+
+def test_declared_driver_not_in_tree_is_skipped_with_a_message(tmp_path):
+    table = tmp_path / 'drivers.tsv'
+    table.write_text('local local drivers/local LocalSR util-linux\n'
+                     'nope  nope  drivers/nope  NopeSR  python36-nope, nope-utils >= 2\n')
+    said = []
+    drivers, _ = spec.present(REPO, spec.read_drivers(str(table)), [], said.append)
+    assert [d.type for d in drivers] == ['local']
+    assert said and 'nope' in said[0] and 'drivers/nope' in said[0]
+    assert spec.read_drivers(str(table))[1].requires == ['python36-nope', 'nope-utils >= 2']
+
+
+def test_a_driver_is_one_line_of_the_table(tmp_path):
+    drivers = [spec.Driver('local', 'local', ['drivers/local'], 'LocalSR', []),
+               spec.Driver('demo', 'demo', ['drivers/demo', 'drivers/files'], 'DemoSR', ['x']),
+               spec.Driver('other', 'other', ['drivers/other', 'drivers/files'], 'OtherSR', [])]
+    text = spec.render('1.0', '1', 0, drivers, [])
+    assert '%package demo' in text and 'Requires:       x' in text
+    assert 'Requires:       srkit-demo = %{version}-%{release}' in text
+    # a module directory two drivers share is shipped once, by the framework
+    files = text.split('%files framework', 1)[1].split('%files tools', 1)[0]
+    assert '%{srkit_lib}/drivers/files' in files
+    assert text.count('%{srkit_lib}/drivers/files\n') == 1
+
+
+def test_table_rejects_an_executable_that_registers_another_type(tmp_path):
+    table = tmp_path / 'drivers.tsv'
+    table.write_text('zfs zfs drivers/zfs ZFSVolSR zfs\n')
+    with pytest.raises(ValueError, match="'zfsvol'"):
+        spec.read_drivers(str(table))
