@@ -13,9 +13,10 @@ THROWAWAY_UID = 'srkit throwaway signing key <srkit@localhost>'
 
 
 class Signer(object):
-    def __init__(self, home, key):
+    def __init__(self, home, key, own_agent=False):
         self.home = home
         self.key = key
+        self.own_agent = own_agent
 
     def gpg(self, *args, **kw):
         cmd = ['gpg', '--batch', '--quiet', '--no-tty']
@@ -45,7 +46,10 @@ class Signer(object):
             f.write(self.gpg('--armor', '--export', self.key))
 
     def close(self):
-        """Stop the gpg-agent this build started (nothing is left running)."""
+        """Stop the gpg-agent this build started for the throwaway key (an admin's agent,
+        holding a real key's passphrase, is left alone)."""
+        if not self.own_agent:
+            return
         env = dict(os.environ)
         if self.home:
             env['GNUPGHOME'] = self.home
@@ -61,7 +65,7 @@ def signer(throwaway_home, say):
     if not os.path.isdir(home):
         os.makedirs(home)
     os.chmod(home, 0o700)
-    s = Signer(home, THROWAWAY_UID)
+    s = Signer(home, THROWAWAY_UID, own_agent=True)
     listing = s.gpg('--with-colons', '--list-secret-keys').decode()
     if THROWAWAY_UID not in listing:
         say('no SRKIT_GPG_KEY: making a throwaway signing key in %s' % home)

@@ -111,7 +111,7 @@ class Root(object):
 
     def __init__(self, path, srkit_repo, standin_repo):
         self.path = path
-        conf = path.parent / (path.name + '-conf')
+        self.conf = conf = path.parent / (path.name + '-conf')
         (conf / 'repos.d').mkdir(parents=True)
         shutil.copy(srkit_repo / 'srkit.repo', conf / 'repos.d' / 'srkit.repo')
         (conf / 'repos.d' / 'standin.repo').write_text(
@@ -126,6 +126,12 @@ class Root(object):
             '--setopt=clean_requirements_on_remove=False']
         self.dnf('install', 'dom0-standin')
         self.baseline = self.tree()
+
+    def close(self):
+        """Stop the gpg-agents dnf starts for repo_gpgcheck (one per repo keyring)."""
+        for pubring in self.conf.glob('cache/*/pubring'):
+            subprocess.run(['gpgconf', '--homedir', str(pubring), '--kill', 'gpg-agent'],
+                           stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
 
     def dnf(self, *args):
         return run(self.dnf_args + list(args))
@@ -151,4 +157,11 @@ class Root(object):
 @pytest.fixture
 def make_root(built, standin, tmp_path):
     out, _ = built
-    return lambda name='root': Root(tmp_path / name, out / 'repo', standin)
+    roots = []
+
+    def make(name='root'):
+        roots.append(Root(tmp_path / name, out / 'repo', standin))
+        return roots[-1]
+    yield make
+    for root in roots:
+        root.close()
