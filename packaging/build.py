@@ -32,8 +32,6 @@ import spec  # noqa: E402
 SOURCES = ('framework', 'drivers', 'sm_drivers', 'simulator', 'packaging', 'docs',
            'README.md', 'pyproject.toml', 'Makefile')
 SKIP = ('__pycache__', '.pytest_cache')
-# EL7's rpm 4.11 reads gzip and xz payloads, not rpm 4.18's default zstd
-PAYLOAD = 'w9.gzdio'
 
 
 def say(msg):
@@ -86,16 +84,11 @@ def source_tarball(path, prefix, epoch):
 
 def rpmbuild(topdir, spec_path, epoch):
     env = dict(os.environ, SOURCE_DATE_EPOCH=str(epoch), LC_ALL='C', TZ='UTC')
+    # payload compression and the reproducibility settings are in the spec itself, so
+    # that `rpmbuild --rebuild` of the SRPM elsewhere gives the same packages
     defines = {
         '_topdir': topdir,
-        '_binary_payload': PAYLOAD,
-        '_source_payload': PAYLOAD,
-        '_binary_filedigest_algorithm': '8',
-        '_source_filedigest_algorithm': '8',
-        'use_source_date_epoch_as_buildtime': '1',
-        'clamp_mtime_to_source_date_epoch': '1',
-        '_buildhost': 'srkit-build',
-        # dnf and rpm on the build machine must not see a database of their own here
+        # the build machine's own rpm database is none of this build's business
         '_dbpath': os.path.join(topdir, 'rpmdb'),
     }
     cmd = ['rpmbuild', '-ba', '--nodeps', '--quiet']

@@ -36,13 +36,20 @@ def run(cmd, **kw):
     return proc.stdout
 
 
-def build(out):
-    """`make rpm` into ``out``, with a throwaway key and a repo URL pointing at ``out``."""
+def build(out, release='1', key_of=None):
+    """`make rpm` into ``out`` with a repo URL pointing there; signed with a throwaway key,
+    or with the one of the earlier build into ``key_of`` given as a real key would be."""
     env = {k: v for k, v in os.environ.items() if k not in ('SRKIT_GPG_KEY', 'GNUPGHOME')}
     env['SOURCE_DATE_EPOCH'] = EPOCH
+    if key_of:
+        env['GNUPGHOME'] = str(key_of / 'gnupg')
+        env['SRKIT_GPG_KEY'] = 'srkit throwaway signing key'
     proc = subprocess.run([sys.executable, os.path.join(REPO, 'packaging', 'build.py'),
-                           '--out', str(out), '--repo-url', 'file://%s/repo' % out],
+                           '--out', str(out), '--repo-url', 'file://%s/repo' % out,
+                           '--release', release],
                           env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    if key_of:
+        subprocess.run(['gpgconf', '--kill', 'gpg-agent'], env=env)
     assert proc.returncode == 0, proc.stdout
     return proc.stdout
 
@@ -126,6 +133,10 @@ class Root(object):
             '--setopt=clean_requirements_on_remove=False']
         self.dnf('install', 'dom0-standin')
         self.baseline = self.tree()
+
+    def use_repo(self, repo):
+        """Take srkit packages from another build's repository from now on."""
+        shutil.copy(repo / 'srkit.repo', self.conf / 'repos.d' / 'srkit.repo')
 
     def close(self):
         """Stop the gpg-agents dnf starts for repo_gpgcheck (one per repo keyring)."""

@@ -223,6 +223,48 @@ def test_removing_everything_leaves_nothing_behind(make_root):
     assert root.tree() == root.baseline, sorted(root.tree() ^ root.baseline)
 
 
+def test_upgrade_keeps_the_dropin_and_leaves_nothing_behind(make_root, built, tmp_path):
+    out, _ = built
+    newer = tmp_path / 'newer'
+    build(newer, release='2', key_of=out)  # the same key, passed as a real key is
+    root = make_root()
+    root.dnf('install', 'srkit')
+    before = sm_plugins(root)
+    root.use_repo(newer / 'repo')
+    root.dnf('upgrade')
+    releases = set(root.rpm('-qa', '--qf', '%{NAME} %{RELEASE}\n').splitlines())
+    assert {r for r in releases if r.startswith('srkit')} == {
+        '%s 2' % qp('%{NAME}', r) for r in rpms(out)}
+    assert sm_plugins(root) == before  # every %postun of release 1 ran after 2's markers
+    assert not [p for p in root.tree() if p.endswith(('.rpmsave', '.rpmnew'))]
+    root.dnf('remove', 'srkit-*', 'srkit')
+    assert root.tree() == root.baseline, sorted(root.tree() ^ root.baseline)
+
+
+def test_srpm_alone_rebuilds_the_same_payloads(built, tmp_path):
+    """rpmbuild --rebuild with no srkit-specific settings (as a distribution's build system
+    would) gives the same packages: gzip payload, reproducible."""
+    out, _ = built
+    srpm = str(next((out / 'SRPMS').glob('*.src.rpm')))
+    top = tmp_path / 'rebuild'
+    run(['rpmbuild', '--rebuild', '--nodeps', '--quiet', '--define', '_topdir %s' % top,
+         '--define', '_dbpath %s/rpmdb' % top, srpm],
+        env=dict(os.environ, SOURCE_DATE_EPOCH='1700000000'))
+    for r in rpms(out):
+        again = top / 'RPMS' / 'noarch' / os.path.basename(r)
+        assert qp('%{PAYLOADDIGEST}', str(again)) == qp('%{PAYLOADDIGEST}', r), r
+
+
+def test_files_run_on_a_host_are_python36(tmp_path):
+    """The host's srkit command runs on dom0's Python 3.6, as the drivers do."""
+    host = [os.path.join(REPO, t.source) for t in spec.read_tools()
+            if t.source.endswith('.py') or t.dest.startswith('/usr/bin/')]
+    proc = subprocess.run([sys.executable, '-c', 'import sys, vermin; sys.exit(vermin.main())',
+                           '-t=3.6-', '--no-tips', '--violations', '--eval-annotations'] + host,
+                          capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+
+
 # --- the tables the spec is generated from ----------------------------------------------------
 
 def test_declared_driver_not_in_tree_is_skipped_with_a_message(tmp_path):
