@@ -198,15 +198,19 @@ def test_installed_srkit_command_offers_host_subcommands_only(installed):
 def test_removing_a_driver_rewrites_the_dropin_without_it(make_root):
     root = make_root()
     root.dnf('install', 'srkit')
-    # an admin's own whitelist line survives the rewrite
-    root.file('/etc/xapi.conf.d/50-admin.conf').write_text('sm-plugins=ext moosefs\n')
+    # what other sm-plugins lines whitelist survives the rewrite (the last line of each
+    # file counts, as in xapi); comments do not count
+    root.file('/etc/xapi.conf.d/50-admin.conf').write_text(
+        'sm-plugins=ext nfs old\nsm-plugins=ext MooseFS\n')
+    root.file('/etc/xapi.conf').write_text('# sm-plugins=commented\nsm-plugins = ext  lvm\n')
     log = root.dnf('remove', 'srkit-rbd')
     left = set(root.rpm('-qa', '--qf', '%{NAME}\n').split())
     assert 'srkit-rbd' not in left and 'srkit' not in left  # the meta package needs it
     assert {'srkit-framework', 'srkit-local', 'srkit-tools'} <= left
     plugins = sm_plugins(root)
     assert 'rbd' not in plugins and 'local' in plugins and 'moosefs' in plugins
-    assert plugins[:len(XAPI_DEFAULTS)] == XAPI_DEFAULTS
+    assert 'old' not in plugins and 'commented' not in plugins
+    assert plugins[:len(XAPI_DEFAULTS)] == XAPI_DEFAULTS and len(set(plugins)) == len(plugins)
     assert 'xe-toolstack-restart' in log
     assert not root.file('/opt/xensource/sm/RBDSR').exists()
     assert not root.file('/usr/lib/srkit/drivers/ceph').exists()
