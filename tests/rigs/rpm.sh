@@ -7,7 +7,7 @@
 set -euo pipefail
 
 install() {
-    local pkgs="rpm createrepo-c rpmlint dnf busybox-static gnupg make"
+    local pkgs="rpm rpm2cpio createrepo-c rpmlint dnf busybox-static gnupg make"
     local missing=""
     for p in $pkgs; do
         dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing="$missing $p"
