@@ -20,6 +20,10 @@ APPLETS = ('sh', 'rm', 'mkdir', 'cat', 'mv', 'sed', 'tail', 'tr', 'cmp', 'chmod'
 DOM0_DIRS = ('/bin', '/etc', '/etc/xapi.conf.d', '/opt', '/opt/xensource', '/opt/xensource/sm',
              '/usr', '/usr/bin', '/usr/lib', '/usr/libexec')
 EPOCH = '1700000000'
+# XCP-ng 8.3's default sm-plugins (xapi.conf as patched by XCP-ng's xapi RPM,
+# ../shared/reference/smapiv1.md 1.5)
+XAPI_DEFAULTS = ('ext nfs iscsi lvmoiscsi dummy file hba rawhba udev iso lvm lvmohba lvmofcoe '
+                 'shm smb cephfs glusterfs xfs zfs largeblock').split()
 
 
 def missing_tools():
@@ -71,47 +75,69 @@ def requirement_provides(rpms):
     provides = set()
     for line in run(['rpm', '-qp', '--requires', '--nosignature'] + rpms).splitlines():
         name = line.split()[0]
-        if name.startswith(('srkit', 'rpmlib(', 'config(')) or name == '/bin/sh':
+        if name.startswith(('srkit', 'rpmlib(', 'config(')) or name in ('/bin/sh', 'xapi-core'):
             continue
         # `python3 >= 3.6` and the like: provide that very version
         provides.add(line.replace('>=', '=').strip())
     return sorted(provides)
 
 
-@pytest.fixture(scope='session')
-def standin(built, tmp_path_factory):
-    """A repo with one package standing in for dom0: /bin/sh (busybox), the directories
-    dom0's packages own, and Provides for sm, xapi-core, python3 and every backend library
-    the srkit packages require."""
-    out, _ = built
-    top = tmp_path_factory.mktemp('standin')
+def stub_rpm(top, name, version, preamble, install, files):
+    """Build a small package with rpmbuild under ``top``; returns its path."""
     for d in ('SPECS', 'SOURCES', 'RPMS', 'BUILD', 'BUILDROOT', 'SRPMS'):
-        (top / d).mkdir()
-    shutil.copy(BUSYBOX, top / 'SOURCES' / 'busybox')
-    rpms = sorted(str(p) for p in (out / 'repo').glob('*.rpm'))
+        (top / d).mkdir(parents=True, exist_ok=True)
     lines = ['%global __os_install_post %{nil}',
              '%global _binaries_in_noarch_packages_terminate_build 0',
-             'Name: dom0-standin', 'Version: 8.3', 'Release: 1',
-             'Summary: Stand-in for the XCP-ng dom0 packages srkit needs (tests only)',
+             'Name: %s' % name, 'Version: %s' % version, 'Release: 1',
+             'Summary: Stand-in for an XCP-ng dom0 package (tests only)',
              'License: GPL-2.0-only', 'BuildArch: noarch', 'AutoReqProv: no']
-    lines += ['Provides: %s' % p for p in requirement_provides(rpms)]
-    lines += ['%description', 'tests only', '%install']
-    lines += ['mkdir -p %s' % ' '.join('%%{buildroot}%s' % d for d in DOM0_DIRS),
-              'install -m 0755 %{_sourcedir}/busybox %{buildroot}/bin/busybox']
-    lines += ['ln -s busybox %%{buildroot}/bin/%s' % a for a in APPLETS]
-    lines += ['%files'] + ['%%dir %s' % d for d in DOM0_DIRS] + ['/bin/busybox']
-    lines += ['/bin/%s' % a for a in APPLETS]
-    spec = top / 'SPECS' / 'standin.spec'
+    lines += preamble + ['%description', 'tests only', '%install'] + install + ['%files'] + files
+    spec = top / 'SPECS' / ('%s.spec' % name)
     spec.write_text('\n'.join(lines) + '\n')
     run(['rpmbuild', '-bb', '--quiet', '--define', '_topdir %s' % top,
          '--define', '_binary_payload w9.gzdio', '--define', '_dbpath %s/rpmdb' % top,
          str(spec)])
-    repo = top / 'repo'
-    repo.mkdir()
-    for p in (top / 'RPMS' / 'noarch').glob('*.rpm'):
-        shutil.copy(p, repo)
-    run(['createrepo_c', '--quiet', str(repo)])
-    return repo
+    return next((top / 'RPMS' / 'noarch').glob('%s-%s-*.rpm' % (name, version)))
+
+
+def xapi_core(top, version, sm_plugins):
+    """xapi-core as it matters here: /etc/xapi.conf with an sm-plugins line."""
+    (top / 'SOURCES').mkdir(parents=True, exist_ok=True)
+    (top / 'SOURCES' / 'xapi.conf').write_text(
+        '# stand-in for xapi-core %s\nsm-plugins=%s\n' % (version, sm_plugins))
+    return stub_rpm(top, 'xapi-core', version, ['Requires: dom0-standin'],
+                    ['mkdir -p %{buildroot}/etc',
+                     'install -m 0644 %{_sourcedir}/xapi.conf %{buildroot}/etc/xapi.conf'],
+                    ['%config(noreplace) /etc/xapi.conf'])
+
+
+def local_repo(path, packages):
+    path.mkdir()
+    for p in packages:
+        shutil.copy(p, path)
+    run(['createrepo_c', '--quiet', str(path)])
+    return path
+
+
+@pytest.fixture(scope='session')
+def standin(built, tmp_path_factory):
+    """A repo standing in for dom0: `dom0-standin` (/bin/sh from busybox, the directories
+    dom0's packages own, Provides for sm, python3 and every backend library the srkit
+    packages require) and `xapi-core` (/etc/xapi.conf with XCP-ng 8.3's sm-plugins)."""
+    out, _ = built
+    top = tmp_path_factory.mktemp('standin')
+    (top / 'SOURCES').mkdir()
+    shutil.copy(BUSYBOX, top / 'SOURCES' / 'busybox')
+    rpms = sorted(str(p) for p in (out / 'repo').glob('*.rpm'))
+    dom0 = stub_rpm(
+        top, 'dom0-standin', '8.3', ['Provides: %s' % p for p in requirement_provides(rpms)],
+        ['mkdir -p %s' % ' '.join('%%{buildroot}%s' % d for d in DOM0_DIRS),
+         'install -m 0755 %{_sourcedir}/busybox %{buildroot}/bin/busybox'] +
+        ['ln -s busybox %%{buildroot}/bin/%s' % a for a in APPLETS],
+        ['%%dir %s' % d for d in DOM0_DIRS] + ['/bin/busybox'] +
+        ['/bin/%s' % a for a in APPLETS])
+    xapi = xapi_core(top, '26.1.4', ' '.join(XAPI_DEFAULTS))
+    return local_repo(top / 'repo', [dom0, xapi])
 
 
 class Root(object):
@@ -133,12 +159,16 @@ class Root(object):
             '--setopt=cachedir=%s' % (conf / 'cache'), '--setopt=tsflags=nodocs',
             # as yum on EL7: removing a package does not remove what it had pulled in
             '--setopt=clean_requirements_on_remove=False']
-        self.dnf('install', 'dom0-standin')
+        self.dnf('install', 'dom0-standin', 'xapi-core')
         self.baseline = self.tree()
 
     def use_repo(self, repo):
         """Take srkit packages from another build's repository from now on."""
         shutil.copy(repo / 'srkit.repo', self.conf / 'repos.d' / 'srkit.repo')
+
+    def add_repo(self, name, path):
+        (self.conf / 'repos.d' / ('%s.repo' % name)).write_text(
+            '[%s]\nname=%s\nbaseurl=file://%s\ngpgcheck=0\n' % (name, name, path))
 
     def close(self):
         """Stop the gpg-agents dnf starts for repo_gpgcheck (one per repo keyring)."""

@@ -7,16 +7,12 @@ import sys
 import xmlrpc.client
 
 import pytest
-from conftest import REPO, build, run
+from conftest import REPO, XAPI_DEFAULTS, build, local_repo, run, xapi_core
 
 sys.path.insert(0, os.path.join(REPO, 'packaging'))
 import spec  # noqa: E402
 
 DROPIN = '/etc/xapi.conf.d/99-srkit.conf'
-# XCP-ng 8.3's default sm-plugins (xapi.conf as patched by XCP-ng's xapi RPM,
-# ../shared/reference/smapiv1.md 1.5), then linstor, kept for XOSTOR
-XAPI_DEFAULTS = ('ext nfs iscsi lvmoiscsi dummy file hba rawhba udev iso lvm lvmohba lvmofcoe '
-                 'shm smb cephfs glusterfs xfs zfs largeblock').split()
 # rpmlib features EL7's rpm 4.11 knows (no PayloadIsZstd)
 EL7_RPMLIB = {'CompressedFileNames', 'FileDigests', 'PayloadFilesHavePrefix', 'PayloadIsXz',
               'PayloadIsBzip2', 'PayloadIsLzma', 'VersionedDependencies', 'ScriptletInterpreterArgs',
@@ -225,6 +221,15 @@ def test_removing_everything_leaves_nothing_behind(make_root):
     root.dnf('remove', 'srkit-*', 'srkit')
     assert 'srkit' not in root.rpm('-qa')
     assert root.tree() == root.baseline, sorted(root.tree() ^ root.baseline)
+
+
+def test_an_xapi_update_that_adds_a_default_type_reaches_the_dropin(installed, tmp_path):
+    root = installed
+    newer = xapi_core(tmp_path / 'xapi', '26.1.5', ' '.join(XAPI_DEFAULTS + ['qcow2']))
+    root.add_repo('updates', local_repo(tmp_path / 'updates', [newer]))
+    log = root.dnf('upgrade', 'xapi-core')
+    assert 'qcow2' in sm_plugins(root)  # the framework's trigger on xapi-core re-ran the hook
+    assert 'xe-toolstack-restart' in log
 
 
 def test_upgrade_keeps_the_dropin_and_leaves_nothing_behind(make_root, built, tmp_path):
