@@ -7,7 +7,7 @@ import sys
 import xmlrpc.client
 
 import pytest
-from conftest import REPO, XAPI_DEFAULTS, build, local_repo, run, xapi_core
+from rpm_helpers import REPO, XAPI_DEFAULTS, build, local_repo, run, xapi_core
 
 sys.path.insert(0, os.path.join(REPO, 'packaging'))
 import spec  # noqa: E402
