@@ -15,8 +15,8 @@ import spec  # noqa: E402
 DROPIN = '/etc/xapi.conf.d/99-srkit.conf'
 # rpmlib features EL7's rpm 4.11 knows (no PayloadIsZstd)
 EL7_RPMLIB = {'CompressedFileNames', 'FileDigests', 'PayloadFilesHavePrefix', 'PayloadIsXz',
-              'PayloadIsBzip2', 'PayloadIsLzma', 'VersionedDependencies', 'ScriptletInterpreterArgs',
-              'PartialHardlinkSets', 'PayloadIsLzma', 'TildeInVersions'}
+              'PayloadIsBzip2', 'PayloadIsLzma', 'VersionedDependencies',
+              'ScriptletInterpreterArgs', 'PartialHardlinkSets', 'TildeInVersions'}
 INFO = ('<methodCall><methodName>sr_get_driver_info</methodName><params><param><value>'
         '<struct><member><name>command</name><value>sr_get_driver_info</value></member>'
         '<member><name>args</name><value><array><data/></array></value></member>'
@@ -31,6 +31,10 @@ def drivers_in_tree():
 
 def rpms(out):
     return sorted(str(p) for p in (out / 'repo').glob('*.rpm'))
+
+
+def with_srpm(out):
+    return rpms(out) + sorted(str(p) for p in (out / 'SRPMS').glob('*.rpm'))
 
 
 def qp(fmt, path):
@@ -67,7 +71,7 @@ def test_repo_holds_every_package_signed_metadata_and_a_repo_file(built):
 
 def test_payloads_are_ones_el7_rpm_reads(built):
     out, _ = built
-    for r in rpms(out) + [str(p) for p in (out / 'SRPMS').glob('*.rpm')]:
+    for r in with_srpm(out):
         assert qp('%{PAYLOADCOMPRESSOR}', r) in ('gzip', 'xz'), r
         features = set(re.findall(r'^rpmlib\(([^)]+)\)', run(
             ['rpm', '-qp', '--nosignature', '--requires', r]), re.M))
@@ -88,7 +92,7 @@ def test_signatures_verify_with_the_public_key_only(built, tmp_path):
     assert subprocess.run(['gpgv', '--keyring', str(keyring), str(repomd) + '.asc',
                            str(forged)], capture_output=True).returncode != 0
 
-    packages = rpms(out) + [str(p) for p in (out / 'SRPMS').glob('*.rpm')]
+    packages = with_srpm(out)
     db = ['--dbpath', str(tmp_path / 'rpmdb')]
     unknown = subprocess.run(['rpm', '-K'] + db + packages[:1], capture_output=True, text=True)
     assert unknown.returncode != 0  # not verifiable before the key is imported
@@ -107,8 +111,8 @@ def test_two_builds_of_one_commit_have_identical_payloads(built, tmp_path):
     out, _ = built
     again = tmp_path / 'again'
     build(again)  # another throwaway key: signatures differ, payloads must not
-    first = {os.path.basename(r): r for r in rpms(out) + [str(p) for p in (out / 'SRPMS').glob('*.rpm')]}
-    second = {os.path.basename(r): r for r in rpms(again) + [str(p) for p in (again / 'SRPMS').glob('*.rpm')]}
+    first = {os.path.basename(r): r for r in with_srpm(out)}
+    second = {os.path.basename(r): r for r in with_srpm(again)}
     assert sorted(first) == sorted(second)
     for name in first:
         payloads = [subprocess.run(['rpm2cpio', p[name]], capture_output=True, check=True).stdout
@@ -122,7 +126,7 @@ def test_two_builds_of_one_commit_have_identical_payloads(built, tmp_path):
 def test_rpmlint_passes_with_the_documented_filters(built):
     out, _ = built
     specfile = out / 'rpmbuild' / 'SPECS' / 'srkit.spec'
-    packages = rpms(out) + [str(p) for p in (out / 'SRPMS').glob('*.rpm')]
+    packages = with_srpm(out)
     proc = subprocess.run(['rpmlint', '-r', os.path.join(REPO, 'packaging', 'rpmlintrc')] +
                           packages + [str(specfile)], capture_output=True, text=True)
     assert proc.returncode == 0 and ' 0 errors' in proc.stdout, proc.stdout + proc.stderr
