@@ -29,6 +29,8 @@ META = '.json'
 TMP = '.tmp'
 REVERT = '.revert'
 PROBE = '.probe-'
+SCRATCH = (META + TMP, RAW + REVERT)   # <uuid>.json.tmp, <uuid>.raw.revert
+OURS = (RAW, META) + SCRATCH
 
 
 def _unlink(path):
@@ -51,13 +53,12 @@ def _fsync_dir(path):
 
 class FileStore(object):
     """The VDI files of one SR directory. ``owner`` prefixes crash-point names
-    (the SR type, e.g. 'local'); ``keep`` names the driver's own files there."""
+    (the SR type, e.g. 'local')."""
 
-    def __init__(self, root, owner, log, keep=()):
+    def __init__(self, root, owner, log):
         self.root = root
         self.owner = owner
         self.log = log
-        self.keep = frozenset(keep)
 
     def _point(self, command, step):
         crash.point('%s.%s.%s' % (self.owner, command, step))
@@ -222,18 +223,17 @@ class FileStore(object):
 
     # --- garbage -----------------------------------------------------------------------
     def scratch(self):
-        """Names in the directory that belong to no complete VDI."""
+        """Names of ours in the directory that belong to no complete VDI. Files we
+        never make (an admin's notes, lost+found) are not ours to remove."""
         complete = set(self.volumes())
         names = []
         for name in os.listdir(self.root):
-            if name in self.keep:
-                continue
-            base = name.split('.', 1)[0]
-            if name in (base + RAW, base + META) and base in complete:
-                continue
-            if os.path.isdir(os.path.join(self.root, name)):
-                continue
-            names.append(name)
+            base, dot, suffix = name.partition('.')
+            if name.startswith(PROBE):
+                names.append(name)
+            elif base and '.' + suffix in OURS and base not in complete \
+                    or '.' + suffix in SCRATCH:
+                names.append(name)
         return sorted(names)
 
     def collect_garbage(self, grace=None):

@@ -52,7 +52,7 @@ class LocalDriver(Driver):
 
     @property
     def files(self):
-        return FileStore(self.root, 'local', self.ctx.log, keep=(MARKER,))
+        return FileStore(self.root, 'local', self.ctx.log)
 
     def _raw(self, uuid):
         return self.files.raw(uuid)
@@ -79,9 +79,11 @@ class LocalDriver(Driver):
     def sr_delete(self):
         self._check_sr()
         self.files.collect_garbage(grace=0)
-        left = self.files.scratch()
-        if left:
+        left = sorted(n for n in os.listdir(self.root) if not n.startswith(MARKER))
+        if left:  # a live command's file, or something that is not ours: keep the SR
             raise SRError('SRNotEmpty', '%s still holds %s' % (self.root, ', '.join(left)))
+        if os.path.exists(os.path.join(self.root, MARKER + '.tmp')):  # a killed sr_create's
+            os.unlink(os.path.join(self.root, MARKER + '.tmp'))
         os.unlink(os.path.join(self.root, MARKER))
         os.rmdir(self.root)
 

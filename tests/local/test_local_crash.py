@@ -144,6 +144,32 @@ def test_old_orphans_go_with_the_default_grace(local):
     assert not os.path.exists(old)
 
 
+def test_scan_leaves_files_that_are_not_ours(local):
+    pool, sr, sr_dir = local
+    for name in ('notes.txt', 'lost+found'):
+        open(os.path.join(sr_dir, name), 'w').close()
+    pool.sr_scan(sr)
+    assert files(sr_dir) == ['lost+found', 'notes.txt']
+
+
+def test_sr_delete_collects_scratch_at_once_and_keeps_foreign_files(local):
+    pool, sr, sr_dir = local
+    vdi = pool.vdi_create(sr, 4 * MiB)
+    killed_at(pool, 'local.snapshot.after-copy', pool.vdi_snapshot, vdi)
+    pool.vdi_destroy(vdi)
+    pool.config['extra_env'] = {}  # the default grace: scan would keep the young scratch
+    open(os.path.join(sr_dir, 'notes.txt'), 'w').close()
+    for pbd in pool.sr_record(sr)['PBDs']:
+        pool.pbd_unplug(pbd)
+    with pytest.raises(XapiError) as e:
+        pool.sr_destroy(sr)
+    assert e.value.code == 'SR_NOT_EMPTY'
+    assert files(sr_dir) == ['notes.txt'], 'scratch is not collected by sr_delete'
+    os.unlink(os.path.join(sr_dir, 'notes.txt'))
+    pool.sr_destroy(sr)
+    assert not os.path.exists(sr_dir)
+
+
 def test_killed_resize_sizes_agree_after_scan(local):
     pool, sr, sr_dir = local
     vdi = pool.vdi_create(sr, 4 * MiB)
