@@ -182,7 +182,11 @@ def vdi_update(inv):
         record = inv.xapi.vdi_record(inv.request.get('vdi_ref'))
         check_xml_text(record.get('name_label', ''), record.get('name_description', ''))
         parent = record.get('snapshot_of') or ''
-        current = m.from_record(record, lambda ref: inv.xapi.vdi_uuid(ref) if ref == parent else '')
+        parent_uuid = inv.xapi.vdi_uuid_if_known(parent) \
+            if parent.startswith('OpaqueRef:') and parent != 'OpaqueRef:NULL' else ''
+        current = m.from_record(record, lambda ref: parent_uuid or '')
+        if parent_uuid is None:  # the parent is gone: keep the relation the backend has
+            current[m.SNAPSHOT_OF] = volume.meta.get(m.SNAPSHOT_OF, '')
         wanted = m.merged(volume.meta, current)
         if wanted != volume.meta:
             inv.driver.set_meta(volume.uuid, wanted)

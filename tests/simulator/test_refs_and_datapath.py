@@ -54,3 +54,21 @@ def test_failed_activation_leaves_no_datapath(pool, tmp_path):
     assert pool.find("datapath", VDI=vdi) == []
     assert [c.command for c in pool.calls[-3:]] == ["vdi_attach", "vdi_activate", "vdi_detach"]
     pool.vdi_destroy(vdi)  # not refused as in use
+
+
+def test_update_of_a_snapshot_whose_parent_was_destroyed(tmp_path):
+    """xapi keeps a dangling ref in snapshot_of when the parent goes (xe shows
+    '<not in database>'): vdi_update must not fail on it (found by the crash soak)."""
+    from simulator import Pool
+    (tmp_path / "data").mkdir()
+    with Pool(tmp_path / "local") as pool:
+        sr = pool.sr_create("local", {"location": str(tmp_path / "data")})
+        vdi = pool.vdi_create(sr, 1 << 20, name_label="disk")
+        snap = pool.vdi_snapshot(vdi)
+        pool.vdi_destroy(vdi)
+        assert pool.vdi_record(snap)["snapshot_of"] == vdi  # dangling, as in xapi
+        pool.db.update("VDI", snap, name_label="renamed")
+        pool.vdi_update(snap)
+        pool.sr_scan(sr)
+        assert pool.vdi_record(snap)["name_label"] == "renamed"
+        pool.vdi_destroy(snap)
