@@ -106,7 +106,8 @@ def choose(scenario, commands, rng):
                  and recs[r]['snapshot_of'] in recs]
     options = ['sr_scan']
     if len(refs) < MAX_VDIS:
-        options += ['vdi_create'] + [c for c in ('vdi_snapshot', 'vdi_clone') if c in commands]
+        options += ['vdi_create'] + [c for c in ('vdi_snapshot', 'vdi_clone')
+                                     if c in commands and writable]
     if refs:
         options += ['vdi_delete', 'vdi_delete'] if len(refs) >= MAX_VDIS // 2 else ['vdi_delete']
         options += [c for c in ('vdi_update',) if c in commands]
