@@ -104,6 +104,16 @@ class Xapi(object):
     def vdi_uuid(self, ref):
         return self._call('VDI.get_uuid', ref)
 
+    def vdi_uuid_if_known(self, ref):
+        """The uuid of a VDI, or None when xapi no longer has it: a snapshot keeps its
+        destroyed parent's ref in snapshot_of (xe shows '<not in database>')."""
+        try:
+            return self._call('VDI.get_uuid', ref)
+        except SRError as e:
+            if 'HANDLE_INVALID' in e.detail:
+                return None
+            raise
+
     def vdi_ref(self, uuid):
         return self._call('VDI.get_by_uuid', uuid)
 
