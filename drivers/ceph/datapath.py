@@ -160,9 +160,31 @@ def client_files(state_dir, config):
         args += ['--keyring', keyring]
     elif config.get('keyring'):
         args += ['--keyring', config['keyring']]
-    args += ['--admin_socket', '', '--log_to_stderr', 'false', '--err_to_stderr', 'true',
+    args += ['--log_to_stderr', 'false', '--err_to_stderr', 'true',
              '--client_mount_timeout', str(config.get('connect_timeout') or 10)]
-    return conf, ' '.join(a if a else '""' for a in args)
+    return conf, ' '.join(args)
+
+
+def admin_socket_arg(state_dir, image):
+    """A private admin socket per helper daemon (``ceph daemon <path> perf dump``), or
+    none when the path would not fit a unix socket address. CEPH_ARGS is split on
+    blanks and never unquoted: an empty value must be written ``--admin_socket=``."""
+    path = os.path.join(state_dir, 'asok', '%s.asok' % image)
+    if len(path.encode()) > 100 or ' ' in path:
+        return '--admin_socket='
+    if not os.path.isdir(os.path.dirname(path)):
+        os.makedirs(os.path.dirname(path), 0o700)
+    return '--admin_socket=%s' % path
+
+
+def drop_client_files(state_dir):
+    """Remove what client_files wrote (the keyring holds the key): sr_detach/sr_delete."""
+    for name in os.listdir(state_dir) if os.path.isdir(state_dir) else ():
+        if name == 'ceph.conf' or name.startswith('keyring.'):
+            try:
+                os.unlink(os.path.join(state_dir, name))
+            except OSError:
+                pass
 
 
 def _write_private(path, text):
@@ -212,10 +234,11 @@ def fuse_attach(state_dir, config, pool, namespace, image, writable):
             args.append('--namespace=%s' % namespace)
         args += ['--image=%s' % image, mount]
         env = dict(os.environ)
-        env['CEPH_ARGS'] = ceph_args
+        env['CEPH_ARGS'] = ceph_args + ' ' + admin_socket_arg(state_dir, image)
         log = open(os.path.join(state_dir, 'rbd-fuse.%s.log' % image), 'ab')
         proc = subprocess.Popen(args, stdin=subprocess.DEVNULL, stdout=log, stderr=log,
-                                env=env, close_fds=True, start_new_session=True)
+                                env=env, close_fds=True, start_new_session=True,
+                                cwd=state_dir)
         log.close()
         record['pid'] = proc.pid
         deadline = time.time() + START_TIMEOUT
@@ -258,6 +281,11 @@ def fuse_detach(record):
     if mount:
         try:
             os.rmdir(mount)
+        except OSError:
+            pass
+        try:   # a killed daemon leaves its admin socket behind
+            os.unlink(os.path.join(os.path.dirname(os.path.dirname(mount)), 'asok',
+                                   '%s.asok' % record.get('image')))
         except OSError:
             pass
 
@@ -308,7 +336,7 @@ def nbd_attach(state_dir, config, pool, namespace, image, snap, writable):
     if not writable:
         args.append('--read-only')
     env = dict(os.environ)
-    env['CEPH_ARGS'] = ceph_args
+    env['CEPH_ARGS'] = ceph_args + ' ' + admin_socket_arg(state_dir, image)
     device = _run(args + [spec], env=env).splitlines()[-1].strip()
     if not device.startswith('/dev/nbd'):
         raise SRError('VDIUnavailable', 'rbd-nbd map %s gave no device' % spec)
