@@ -115,8 +115,12 @@ class ReclaimMixin(object):
                         parent = spec['image_name']
                 except rbd.ImageNotFound:
                     pass
+                watched = bool(list(img.watchers_list()))
         except SRError:
             return
+        if watched:
+            # librbd's remove waits for a dead lock owner's watch to time out
+            self._evict_dead_watchers(name)
         for attempt in range(REMOVE_TRIES):
             try:
                 rbd.RBD().remove(self.io, name)
