@@ -165,15 +165,19 @@ def client_files(state_dir, config):
     return conf, ' '.join(args)
 
 
-def admin_socket_arg(state_dir, image):
-    """A private admin socket per helper daemon (``ceph daemon <path> perf dump``), or
-    none when the path would not fit a unix socket address. CEPH_ARGS is split on
-    blanks and never unquoted: an empty value must be written ``--admin_socket=``."""
+def admin_socket_arg(state_dir, image, relative_ok=False):
+    """A private admin socket per helper daemon (``ceph --admin-daemon <path> perf
+    dump``) in ``<state_dir>/asok``. A unix socket address holds ~107 bytes: a longer
+    path is given relative to the daemon's working directory (``state_dir``) when
+    the daemon keeps it (``relative_ok``), else the socket is disabled. CEPH_ARGS is
+    split on blanks and never unquoted: an empty value is ``--admin_socket=``."""
     path = os.path.join(state_dir, 'asok', '%s.asok' % image)
+    if len(path.encode()) > 100 and relative_ok:
+        path = os.path.join('asok', '%s.asok' % image)
     if len(path.encode()) > 100 or ' ' in path:
         return '--admin_socket='
-    if not os.path.isdir(os.path.dirname(path)):
-        os.makedirs(os.path.dirname(path), 0o700)
+    if not os.path.isdir(os.path.join(state_dir, 'asok')):
+        os.makedirs(os.path.join(state_dir, 'asok'), 0o700)
     return '--admin_socket=%s' % path
 
 
@@ -234,7 +238,7 @@ def fuse_attach(state_dir, config, pool, namespace, image, writable):
             args.append('--namespace=%s' % namespace)
         args += ['--image=%s' % image, mount]
         env = dict(os.environ)
-        env['CEPH_ARGS'] = ceph_args + ' ' + admin_socket_arg(state_dir, image)
+        env['CEPH_ARGS'] = ceph_args + ' ' + admin_socket_arg(state_dir, image, True)
         log = open(os.path.join(state_dir, 'rbd-fuse.%s.log' % image), 'ab')
         proc = subprocess.Popen(args, stdin=subprocess.DEVNULL, stdout=log, stderr=log,
                                 env=env, close_fds=True, start_new_session=True,
