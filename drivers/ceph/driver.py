@@ -54,7 +54,7 @@ class RBDDriver(SRMixin, ScanMixin, IndexMixin, ReclaimMixin, LeaseMixin, Attach
         Option('op_timeout', 'seconds an OSD operation or monitor command may take before '
                'failing with SRUnavailable (a stalled OSD)', default=20, kind=int),
         Option('gc_grace', 'seconds before the SR master rolls back a command another '
-               'host left half done, or collects an image nothing names', default=L.GC_GRACE,
+               'host left half done, or collects an image nothing names (default: 600)',
                kind=int),
     )
     thin_provisioning = True

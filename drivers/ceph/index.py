@@ -129,8 +129,12 @@ class IndexMixin(object):
             return True
         if is_dead(intent):
             return True
-        grace = int(self.config.get('gc_grace') or L.GC_GRACE)
-        return time.time() - float(intent.get('since') or 0) > grace
+        return time.time() - float(intent.get('since') or 0) > self._grace()
+
+    def _grace(self):
+        """device-config gc_grace, else the framework's (SRKIT_GC_GRACE for tests)."""
+        value = self.config.get('gc_grace')
+        return float(value) if value not in (None, '') else crash.grace()
 
     # --- entries --------------------------------------------------------------------
     def _put(self, entry, image=None, used=None, done=None, point=None):

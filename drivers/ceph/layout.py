@@ -43,7 +43,6 @@ META_DEPTH = 'srkit.depth'       # clone depth of the image (0 = not a clone)
 CLONE_SNAP_PREFIX = '.clone-'    # hidden snapshot a clone hangs from
 ATTACH_CLONE_PREFIX = '.ro-'     # temporary clone to attach a snapshot through rbd-fuse
 LEASE_PREFIX = 'srkit.active.'   # rados object: which host may write a VDI
-GC_GRACE = 900   # seconds: a command of another host older than this died with it
 
 IMAGE = 'image'
 SNAP = 'snap'

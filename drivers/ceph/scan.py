@@ -22,14 +22,21 @@ from drivers.ceph.connection import ceph_error, mapped, rbd_module
 
 class ScanMixin(object):
     @mapped('SRScan')
+    def collect_garbage(self):
+        """sr_scan on the master, before list(): roll the commands that died forward
+        or back (their intents); list() then collects orphan images."""
+        if not self.ctx.is_master:
+            return
+        intents = self._intents(self._omap())
+        if intents:
+            self._recover_all(intents)
+        self._prune_clients()
+
+    @mapped('SRScan')
     def list(self):
         rbd = rbd_module()
         index = self._omap()
         intents = self._intents(index)
-        if intents and self.ctx.is_master:
-            if self._recover_all(intents):
-                index = self._omap()
-                intents = self._intents(index)
         try:
             images = set(rbd.RBD().list(self.io))
         except rbd.Error as e:
@@ -50,8 +57,6 @@ class ScanMixin(object):
                    and not n.startswith(L.ATTACH_CLONE_PREFIX)]
         if stale or unknown:
             self._repair(entries, stale, unknown)
-        if self.ctx.is_master:
-            self._prune_clients()
         return dict((u, self._volume(e, used.get(u, 0))) for u, e in entries.items())
 
     # --- the index against the images -------------------------------------------------
@@ -75,7 +80,7 @@ class ScanMixin(object):
                 continue
             if needed:
                 values[L.RETAINED_PREFIX + name] = ''
-            elif self.ctx.is_master and age > int(self.config.get('gc_grace') or L.GC_GRACE):
+            elif self.ctx.is_master and age > self._grace():
                 self.ctx.log.info('image %s holds no VDI and nothing needs it: removing it'
                                   % name)
                 self._gc_image(name)
