@@ -103,30 +103,41 @@ class Scenario(object):
 
     # --- the command under test -----------------------------------------------------
     def run(self, command, env=None):
-        """Run ``command`` on the base state with ``env`` armed; raise Killed if the
-        driver died of a signal. Records what the command may leave behind."""
-        a = self.uuid(self.A)
+        """Run ``command`` on the base state (on A; a revert goes back to S)."""
+        self.act(command, self.S if command == 'vdi_revert' else self.A, env)
+
+    def act(self, command, ref, env=None):
+        """Run ``command`` on VDI ``ref`` (for a revert: the snapshot to go back to) with
+        ``env`` armed; raise Killed if the driver died of a signal. Records first what
+        the command may leave behind, for ``check``."""
+        uuid = self.uuid(ref) if ref is not None else None
         new_content = None
         if command == 'vdi_create':
             new_content, action = {ZERO}, lambda: self.pool.vdi_create(self.sr, SIZE)
         elif command == 'vdi_delete':
-            action = lambda: self.pool.vdi_destroy(self.A)  # noqa: E731
+            action = lambda: self.pool.vdi_destroy(ref)  # noqa: E731
         elif command in ('vdi_snapshot', 'vdi_clone'):
-            new_content = set(self.expect[a])
-            action = lambda: getattr(self.pool, command)(self.A)  # noqa: E731
+            new_content = set(self.expect[uuid])
+            action = lambda: getattr(self.pool, command)(ref)  # noqa: E731
         elif command == 'vdi_resize':
-            self.sizes[a] = {SIZE, 2 * SIZE}
-            action = lambda: self.pool.vdi_resize(self.A, 2 * SIZE)  # noqa: E731
+            size = int(self.pool.vdi_record(ref)['virtual_size']) + SIZE
+            self.sizes[uuid] = self.sizes[uuid] | {size}
+            action = lambda: self.pool.vdi_resize(ref, size)  # noqa: E731
         elif command == 'vdi_revert':
-            self.expect[a] = self.expect[a] | self.expect[self.uuid(self.S)]
-            action = lambda: self.pool.vdi_revert(self.S)  # noqa: E731
+            target = self.uuid(self.pool.vdi_record(ref)['snapshot_of'])
+            self.expect[target] = self.expect[target] | self.expect[uuid]
+            self.sizes[target] = self.sizes[target] | self.sizes[uuid]
+            action = lambda: self.pool.vdi_revert(ref)  # noqa: E731
         elif command == 'vdi_update':
-            self.pool.db.update('VDI', self.A, name_label='A renamed')
-            action = lambda: self.pool.vdi_update(self.A)  # noqa: E731
+            self.pool.db.update('VDI', ref, name_label='renamed')
+            action = lambda: self.pool.vdi_update(ref)  # noqa: E731
+        elif command == 'sr_scan':
+            action = lambda: self.pool.sr_scan(self.sr)  # noqa: E731
         else:
             raise ValueError(command)
+        self.before = set(self.expect)
         self.new_content = new_content
-        self.may_vanish = {a} if command == 'vdi_delete' else set()
+        self.may_vanish = {uuid} if command == 'vdi_delete' else set()
         self.armed(env or {})
         try:
             action()
@@ -136,6 +147,19 @@ class Scenario(object):
             raise
         finally:
             self.disarmed()
+
+    def observe(self):
+        """Narrow the model to what the SR now holds (after a check found it allowed)."""
+        records = [self.pool.vdi_record(r) for r in self.pool.sr_record(self.sr)['VDIs']]
+        for uuid in set(self.expect) - set(rec['uuid'] for rec in records):
+            self.expect.pop(uuid)
+            self.sizes.pop(uuid, None)
+        for rec in records:
+            data = self.profile.read(self.device_config, self.sr_uuid, rec['location'], 0,
+                                     BLOCK)
+            self.expect[rec['uuid']] = {data}
+            self.sizes[rec['uuid']] = {int(rec['virtual_size'])}
+        self.new_content, self.may_vanish = None, set()
 
     def scan(self, times=2):
         for _ in range(times):
