@@ -11,7 +11,6 @@ dead command of its own host (roll it forward or back now, see scan.py) from a
 live one on another host (left alone for ``gc_grace`` seconds).
 """
 
-import json
 import os
 import time
 
@@ -105,6 +104,7 @@ class IndexMixin(object):
     # --- intents -------------------------------------------------------------------
     def _begin(self, op, uuid, image, snap='', **extra):
         """Record that ``op`` on VDI ``uuid`` starts (before its first backend step)."""
+        import json
         intent = process_record()
         intent.update(extra, op=op, uuid=uuid, image=image, snap=snap)
         self._index_set({L.PENDING_PREFIX + uuid: json.dumps(intent, sort_keys=True)})
@@ -112,6 +112,7 @@ class IndexMixin(object):
         return intent
 
     def _intents(self, index):
+        import json
         out = {}
         for key, value in index.items():
             if key.startswith(L.PENDING_PREFIX):

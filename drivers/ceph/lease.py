@@ -14,7 +14,6 @@ blocklists that client: its watch and exclusive lock go at once, instead of the
 image answering "in use" for half a minute.
 """
 
-import json
 import os
 import time
 
@@ -33,6 +32,7 @@ class LeaseMixin(object):
         return os.path.join(self.ctx.state_dir, 'clients')
 
     def _register_client(self):
+        import json
         if getattr(self, '_registered', False):
             return
         self._registered = True
@@ -50,6 +50,7 @@ class LeaseMixin(object):
             self.ctx.log.error('recording client %s: %s' % (path, e))
 
     def _dead_client(self, watcher_id):
+        import json
         path = os.path.join(self._clients_dir(), '%d.json' % int(watcher_id))
         try:
             with open(path) as f:
@@ -121,6 +122,7 @@ class LeaseMixin(object):
         return host or os.uname()[1]
 
     def _lease(self, uuid):
+        import json
         rados = rados_module()
         try:
             return json.loads(self.io.read(L.LEASE_PREFIX + uuid, 65536).decode() or '{}')
@@ -137,6 +139,7 @@ class LeaseMixin(object):
 
     @mapped('VDIUnavailable')
     def activate(self, uuid, writable):
+        import json
         if not writable:
             return
         from drivers.ceph import datapath
@@ -166,6 +169,7 @@ class LeaseMixin(object):
 
     @mapped('VDIUnavailable')
     def deactivate(self, uuid):
+        import json
         rados = rados_module()
         lease = self._lease(uuid)
         if lease is None:

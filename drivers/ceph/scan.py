@@ -12,8 +12,6 @@ believed only when the image is the one that VDI names:
 Every other ``srkit.*`` key on an image is inherited garbage and is ignored.
 """
 
-import datetime
-
 from framework import crash
 from framework.errors import SRError
 from drivers.ceph import layout as L
@@ -89,6 +87,7 @@ class ScanMixin(object):
 
     def _read_image(self, name):
         """([Entry] the image holds, needed by a dependant?, age in seconds), or None."""
+        import datetime
         rbd = rbd_module()
         try:
             with self._image(name, read_only=True) as img:
