@@ -56,6 +56,8 @@ class ReclaimMixin(object):
             if e.name != 'VDIMissing':
                 raise
             self._index_set(remove=(L.VDI_PREFIX + uuid, L.USED_PREFIX + uuid))
+            if not snap:
+                keep = []   # a half-removed image is finished below
         except rbd.ImageNotFound:
             pass
         if snap:
@@ -117,6 +119,13 @@ class ReclaimMixin(object):
                     pass
                 watched = bool(list(img.watchers_list()))
         except SRError:
+            # listed but unopenable: what a remove or create killed inside librbd leaves;
+            # librbd's remove finishes it
+            try:
+                rbd.RBD().remove(self.io, name)
+            except rbd.Error:
+                pass
+            self._index_set(remove=(L.RETAINED_PREFIX + name,))
             return
         if watched:
             # librbd's remove waits for a dead lock owner's watch to time out

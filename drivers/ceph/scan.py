@@ -67,6 +67,12 @@ class ScanMixin(object):
         values = {}
         for name in unknown:
             found = self._read_image(name)
+            if found == 'broken':
+                if self.ctx.is_master:
+                    self.ctx.log.info('image %s is listed but cannot be opened (a create or '
+                                      'remove killed inside librbd): removing it' % name)
+                    self._remove_image(name)
+                continue
             if found is None:
                 continue
             restored, needed, age = found
@@ -86,7 +92,8 @@ class ScanMixin(object):
             self._index_set(values, remove)
 
     def _read_image(self, name):
-        """([Entry] the image holds, needed by a dependant?, age in seconds), or None."""
+        """([Entry] the image holds, needed by a dependant?, age in seconds); 'broken'
+        for an image listed but gone or unopenable; None on another error."""
         import datetime
         rbd = rbd_module()
         try:
@@ -104,7 +111,11 @@ class ScanMixin(object):
                     age = (datetime.datetime.utcnow() - created).total_seconds()
                 except (AttributeError, rbd.Error):
                     age = 0
-        except (SRError, rbd.Error):
+        except SRError:
+            return 'broken'
+        except rbd.ImageNotFound:
+            return 'broken'
+        except rbd.Error:
             return None
         restored = []
         own = md.get(L.META_VDI_PREFIX + name)
@@ -181,7 +192,7 @@ class ScanMixin(object):
                     self.ctx.log.error('image %s has snapshots; not removing it' % name)
                     return
         except SRError:
-            return
+            pass   # never made, or made half by librbd: _remove_image handles both
         self._remove_image(name, ignore=name)
 
     def _undo_snapshot(self, intent):
