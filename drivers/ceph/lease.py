@@ -88,19 +88,22 @@ class LeaseMixin(object):
                     self.ctx.log.info('image %s: watcher client.%s (%s) is a killed driver '
                                       'process; blocklisting it' % (name, w['id'], w['addr']))
                     self.cluster.rados.blocklist_add(w['addr'], DEAD_CLIENT_BLOCKLIST)
-                    try:
-                        os.unlink(path)
-                    except OSError:
-                        pass
                 gone = set(w['addr'] for w, _ in dead)
                 deadline = time.time() + 10
+                left = watchers
                 while gone and time.time() < deadline:
                     left = [w for w in img.watchers_list() if int(w['id']) != me]
                     if not gone & set(w['addr'] for w in left):
                         break
                     time.sleep(0.05)
-                return [w for w in img.watchers_list()
-                        if int(w['id']) != me and w['addr'] not in gone]
+                # a record goes only once its watch has: until then it is recognised again
+                for w, path in dead:
+                    if w['addr'] not in set(x['addr'] for x in left):
+                        try:
+                            os.unlink(path)
+                        except OSError:
+                            pass
+                return [w for w in left if w['addr'] not in gone]
         except SRError:
             return []
         except rbd.Error as e:
