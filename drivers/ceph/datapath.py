@@ -23,6 +23,7 @@ import os
 import time
 
 from framework.errors import SRError
+from drivers.ceph import helper_files
 
 CHOICES = ('auto', 'krbd', 'nbd', 'fuse')
 START_TIMEOUT = 20.0
@@ -141,69 +142,6 @@ def records(state_dir):
     return out
 
 
-# --- credentials for helper processes -------------------------------------------------
-
-def client_files(state_dir, config):
-    """(conf path, CEPH_ARGS) for a helper daemon: never a key on a command line."""
-    user = config.get('user') or 'admin'
-    args = ['--id', user]
-    conf = config.get('conf')
-    if not conf:
-        conf = os.path.join(state_dir, 'ceph.conf')
-        text = '[global]\nmon_host = %s\n' % config.get('monitors', '')
-        _write_private(conf, text)
-    if config.get('monitors') and config.get('conf'):
-        args += ['--mon_host', config['monitors'].replace(' ', '')]
-    if config.get('key'):
-        keyring = os.path.join(state_dir, 'keyring.client.%s' % user)
-        _write_private(keyring, '[client.%s]\n\tkey = %s\n' % (user, config['key']))
-        args += ['--keyring', keyring]
-    elif config.get('keyring'):
-        args += ['--keyring', config['keyring']]
-    args += ['--log_to_stderr', 'false', '--err_to_stderr', 'true',
-             '--client_mount_timeout', str(config.get('connect_timeout') or 10)]
-    return conf, ' '.join(args)
-
-
-def admin_socket_arg(state_dir, image, relative_ok=False):
-    """A private admin socket per helper daemon (``ceph --admin-daemon <path> perf
-    dump``) in ``<state_dir>/asok``. A unix socket address holds ~107 bytes: a longer
-    path is given relative to the daemon's working directory (``state_dir``) when
-    the daemon keeps it (``relative_ok``), else the socket is disabled. CEPH_ARGS is
-    split on blanks and never unquoted: an empty value is ``--admin_socket=``."""
-    path = os.path.join(state_dir, 'asok', '%s.asok' % image)
-    if len(path.encode()) > 100 and relative_ok:
-        path = os.path.join('asok', '%s.asok' % image)
-    if len(path.encode()) > 100 or ' ' in path:
-        return '--admin_socket='
-    if not os.path.isdir(os.path.join(state_dir, 'asok')):
-        os.makedirs(os.path.join(state_dir, 'asok'), 0o700)
-    return '--admin_socket=%s' % path
-
-
-def drop_client_files(state_dir):
-    """Remove what client_files wrote (the keyring holds the key): sr_detach/sr_delete."""
-    for name in os.listdir(state_dir) if os.path.isdir(state_dir) else ():
-        if name == 'ceph.conf' or name.startswith('keyring.'):
-            try:
-                os.unlink(os.path.join(state_dir, name))
-            except OSError:
-                pass
-
-
-def _write_private(path, text):
-    try:
-        with open(path) as f:
-            if f.read() == text:
-                return
-    except (IOError, OSError):
-        pass
-    fd = os.open(path + '.tmp', os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, 'w') as f:
-        f.write(text)
-    os.rename(path + '.tmp', path)
-
-
 # --- fuse + loop ----------------------------------------------------------------------
 
 def _mounted(path):
@@ -232,13 +170,14 @@ def fuse_attach(state_dir, config, pool, namespace, image, writable):
         os.makedirs(mount)
     record = {'kind': 'fuse', 'mount': mount, 'image': image, 'pid': 0, 'loop': ''}
     if not _mounted(mount):
-        conf, ceph_args = client_files(state_dir, config)
+        conf, ceph_args = helper_files.client_files(state_dir, config)
         args = [rbd_fuse, '-f', '-c', conf, '-p', pool]
         if namespace:
             args.append('--namespace=%s' % namespace)
         args += ['--image=%s' % image, mount]
         env = dict(os.environ)
-        env['CEPH_ARGS'] = ceph_args + ' ' + admin_socket_arg(state_dir, image, True)
+        env['CEPH_ARGS'] = '%s %s' % (ceph_args,
+                                      helper_files.admin_socket_arg(state_dir, image, True))
         log = open(os.path.join(state_dir, 'rbd-fuse.%s.log' % image), 'ab')
         proc = subprocess.Popen(args, stdin=subprocess.DEVNULL, stdout=log, stderr=log,
                                 env=env, close_fds=True, start_new_session=True,
@@ -332,7 +271,7 @@ def refresh_size(record):
 # --- rbd-nbd (real hosts; not verifiable on the test rig: no nbd module) -------------------
 
 def nbd_attach(state_dir, config, pool, namespace, image, snap, writable):
-    conf, ceph_args = client_files(state_dir, config)
+    conf, ceph_args = helper_files.client_files(state_dir, config)
     spec = '/'.join(p for p in (pool, namespace, image) if p)
     args = [_which('rbd-nbd') or 'rbd-nbd', 'map', '-c', conf]
     if snap:
@@ -340,7 +279,7 @@ def nbd_attach(state_dir, config, pool, namespace, image, snap, writable):
     if not writable:
         args.append('--read-only')
     env = dict(os.environ)
-    env['CEPH_ARGS'] = ceph_args + ' ' + admin_socket_arg(state_dir, image)
+    env['CEPH_ARGS'] = ceph_args + ' ' + helper_files.admin_socket_arg(state_dir, image)
     device = _run(args + [spec], env=env).splitlines()[-1].strip()
     if not device.startswith('/dev/nbd'):
         raise SRError('VDIUnavailable', 'rbd-nbd map %s gave no device' % spec)

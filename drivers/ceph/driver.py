@@ -203,7 +203,8 @@ class RBDDriver(SRMixin, ScanMixin, IndexMixin, ReclaimMixin, LeaseMixin, Attach
                     depth, flattened = 0, True
                 child.metadata_set(L.META_DEPTH, str(depth))
                 new = L.Entry(new_uuid, L.IMAGE, child_name, '', size, meta)
-                self._put(new, image=child, used=0, done=None if flattened else 'clone', point='clone')
+                self._put(new, image=child, used=0, point='clone',
+                          done=None if flattened else 'clone')
         except rbd.Error as e:
             raise ceph_error(e, 'clone of %s' % uuid, 'VDIClone')
         if flattened:

@@ -62,8 +62,8 @@ class SRMixin(object):
 
     def _drop_host_files(self):
         """The per-host files holding credentials and client records (datapath.py)."""
-        from drivers.ceph import datapath
-        datapath.drop_client_files(self.ctx.state_dir)
+        from drivers.ceph import helper_files
+        helper_files.drop_client_files(self.ctx.state_dir)
         clients = os.path.join(self.ctx.state_dir, 'clients')
         if os.path.isdir(clients):
             for name in os.listdir(clients):
