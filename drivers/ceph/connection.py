@@ -4,7 +4,13 @@ xapi never times out a driver, so every path that talks to the cluster has a
 deadline: the monitor handshake (``client_mount_timeout`` and ``connect``'s
 timeout), every monitor command (``rados_mon_op_timeout``) and every OSD op
 (``rados_osd_op_timeout``). An unreachable cluster becomes SRUnavailable (47)
-in ``connect_timeout`` seconds.
+in ``connect_timeout`` seconds, a stalled OSD in ``op_timeout`` seconds.
+
+librados prints some errors to fd 2 before its own logging settings apply
+(``failed to decode key '<the key>'``); xapi copies a driver's stderr into its
+log. So the first connection points fd 2 at a private temporary file, and
+``drain_stderr`` (after every primitive) copies it to the real stderr with
+every secret scrubbed.
 
 ``rados``/``rbd`` are imported here, lazily: ``sr_get_driver_info`` never loads them.
 """
@@ -17,8 +23,8 @@ from framework.errors import SRError
 from framework.options import config_error
 
 CONNECT_TIMEOUT = 10     # seconds for the monitor handshake
-MON_OP_TIMEOUT = 15      # seconds per monitor command
-OSD_OP_TIMEOUT = 60      # seconds per OSD operation (a stuck PG must not hang xapi)
+OP_TIMEOUT = 20          # seconds per OSD op / monitor command: a stalled OSD faults
+                         # (47) well within 30 s instead of hanging xapi
 
 _KEY_RE = re.compile(r'^[A-Za-z0-9+/]{20,}={0,2}$')
 _NAME_RE = re.compile(r'^[A-Za-z0-9_.\-]+$')
@@ -51,10 +57,11 @@ def validate_config(config):
 def rados_conf(config, extra=None):
     """The librados settings of a connection (a dict of strings)."""
     timeout = int(config.get('connect_timeout') or CONNECT_TIMEOUT)
+    op_timeout = int(config.get('op_timeout') or OP_TIMEOUT)
     conf = {
         'client_mount_timeout': str(timeout),
-        'rados_mon_op_timeout': str(MON_OP_TIMEOUT),
-        'rados_osd_op_timeout': str(OSD_OP_TIMEOUT),
+        'rados_mon_op_timeout': str(op_timeout),
+        'rados_osd_op_timeout': str(op_timeout),
         # short-lived clients: no admin socket, no log file, nothing on stderr
         'admin_socket': '',
         'log_file': '',
@@ -98,6 +105,7 @@ class Cluster(object):
 
     def _connect(self):
         import rados
+        capture_stderr(self.config)
         timeout = int(self.config.get('connect_timeout') or CONNECT_TIMEOUT)
         what = 'Ceph cluster at %s as client.%s' % (
             self.config.get('monitors') or self.config.get('conf'), self.user)
@@ -163,3 +171,88 @@ def ceph_error(e, doing, name='SMGeneral'):
     if code in (errno.EACCES, errno.EPERM):
         return SRError('SRUnavailable', text + ' (check the caps of the cephx user)')
     return SRError(name, text)
+
+
+# --- stderr: nothing secret escapes ------------------------------------------------------
+
+_stderr = {'real': None, 'file': None, 'pos': 0, 'secrets': ()}
+_QUOTED_KEY = re.compile(r"(?i)(key\w*\W{0,3}')[^']*'")
+_KEYISH = re.compile(r'[A-Za-z0-9+/]{28,}={0,2}')
+
+
+def scrub(text, secrets=()):
+    """``text`` without the given secrets, quoted keys or anything shaped like one."""
+    for secret in secrets:
+        if secret:
+            text = text.replace(secret, '<hidden>')
+    text = _QUOTED_KEY.sub(lambda m: m.group(1) + "<hidden>'", text)
+    return _KEYISH.sub('<hidden>', text)
+
+
+def capture_stderr(config):
+    """Point fd 2 at a private file until ``drain_stderr`` (idempotent)."""
+    import tempfile
+    secrets = tuple(v for v in (config.get('key'),) if v)
+    _stderr['secrets'] = tuple(set(_stderr['secrets'] + secrets))
+    if _stderr['real'] is not None:
+        return
+    try:
+        import sys
+        sys.stderr.flush()
+        f = tempfile.TemporaryFile()
+        _stderr['real'] = os.dup(2)
+        os.dup2(f.fileno(), 2)
+        _stderr['file'] = f
+    except (IOError, OSError):
+        pass
+
+
+def drain_stderr():
+    """Copy what the Ceph libraries printed since the last call, scrubbed."""
+    f, real = _stderr['file'], _stderr['real']
+    if f is None:
+        return
+    try:
+        data = os.pread(f.fileno(), 1 << 20, _stderr['pos'])
+        if not data:
+            return
+        _stderr['pos'] += len(data)
+        text = scrub(data.decode('utf-8', 'replace'), _stderr['secrets'])
+        out = text.encode('utf-8')
+        while out:
+            out = out[os.write(real, out):]
+    except (IOError, OSError):
+        pass
+
+
+# --- turning exceptions into faults -------------------------------------------------------
+
+def mapped(fault='SMGeneral'):
+    """Turn a rados/rbd exception escaping a primitive into an SR fault; drain what
+    the libraries printed on stderr (scrubbed) after every primitive."""
+    def wrap(fn):
+        def primitive(self, *args, **kwargs):
+            try:
+                return fn(self, *args, **kwargs)
+            except SRError:
+                raise
+            except Exception as e:
+                if type(e).__module__ in ('rados', 'rbd'):
+                    raise ceph_error(e, '%s %s' % (fn.__name__, args[0] if args else ''), fault)
+                raise
+            finally:
+                drain_stderr()
+        primitive.__name__ = fn.__name__
+        primitive.__doc__ = fn.__doc__
+        return primitive
+    return wrap
+
+
+def rbd_module():
+    import rbd
+    return rbd
+
+
+def rados_module():
+    import rados
+    return rados

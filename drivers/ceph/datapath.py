@@ -23,6 +23,7 @@ import os
 import time
 
 from framework.errors import SRError
+from drivers.ceph import helper_files
 
 CHOICES = ('auto', 'krbd', 'nbd', 'fuse')
 START_TIMEOUT = 20.0
@@ -141,43 +142,6 @@ def records(state_dir):
     return out
 
 
-# --- credentials for helper processes -------------------------------------------------
-
-def client_files(state_dir, config):
-    """(conf path, CEPH_ARGS) for a helper daemon: never a key on a command line."""
-    user = config.get('user') or 'admin'
-    args = ['--id', user]
-    conf = config.get('conf')
-    if not conf:
-        conf = os.path.join(state_dir, 'ceph.conf')
-        text = '[global]\nmon_host = %s\n' % config.get('monitors', '')
-        _write_private(conf, text)
-    if config.get('monitors') and config.get('conf'):
-        args += ['--mon_host', config['monitors'].replace(' ', '')]
-    if config.get('key'):
-        keyring = os.path.join(state_dir, 'keyring.client.%s' % user)
-        _write_private(keyring, '[client.%s]\n\tkey = %s\n' % (user, config['key']))
-        args += ['--keyring', keyring]
-    elif config.get('keyring'):
-        args += ['--keyring', config['keyring']]
-    args += ['--admin_socket', '', '--log_to_stderr', 'false', '--err_to_stderr', 'true',
-             '--client_mount_timeout', str(config.get('connect_timeout') or 10)]
-    return conf, ' '.join(a if a else '""' for a in args)
-
-
-def _write_private(path, text):
-    try:
-        with open(path) as f:
-            if f.read() == text:
-                return
-    except (IOError, OSError):
-        pass
-    fd = os.open(path + '.tmp', os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, 'w') as f:
-        f.write(text)
-    os.rename(path + '.tmp', path)
-
-
 # --- fuse + loop ----------------------------------------------------------------------
 
 def _mounted(path):
@@ -206,16 +170,18 @@ def fuse_attach(state_dir, config, pool, namespace, image, writable):
         os.makedirs(mount)
     record = {'kind': 'fuse', 'mount': mount, 'image': image, 'pid': 0, 'loop': ''}
     if not _mounted(mount):
-        conf, ceph_args = client_files(state_dir, config)
+        conf, ceph_args = helper_files.client_files(state_dir, config)
         args = [rbd_fuse, '-f', '-c', conf, '-p', pool]
         if namespace:
             args.append('--namespace=%s' % namespace)
         args += ['--image=%s' % image, mount]
         env = dict(os.environ)
-        env['CEPH_ARGS'] = ceph_args
+        env['CEPH_ARGS'] = '%s %s' % (ceph_args,
+                                      helper_files.admin_socket_arg(state_dir, image, True))
         log = open(os.path.join(state_dir, 'rbd-fuse.%s.log' % image), 'ab')
         proc = subprocess.Popen(args, stdin=subprocess.DEVNULL, stdout=log, stderr=log,
-                                env=env, close_fds=True, start_new_session=True)
+                                env=env, close_fds=True, start_new_session=True,
+                                cwd=state_dir)
         log.close()
         record['pid'] = proc.pid
         deadline = time.time() + START_TIMEOUT
@@ -260,6 +226,11 @@ def fuse_detach(record):
             os.rmdir(mount)
         except OSError:
             pass
+        try:   # a killed daemon leaves its admin socket behind
+            os.unlink(os.path.join(os.path.dirname(os.path.dirname(mount)), 'asok',
+                                   '%s.asok' % record.get('image')))
+        except OSError:
+            pass
 
 
 def _stop(pid, mount):
@@ -300,7 +271,7 @@ def refresh_size(record):
 # --- rbd-nbd (real hosts; not verifiable on the test rig: no nbd module) -------------------
 
 def nbd_attach(state_dir, config, pool, namespace, image, snap, writable):
-    conf, ceph_args = client_files(state_dir, config)
+    conf, ceph_args = helper_files.client_files(state_dir, config)
     spec = '/'.join(p for p in (pool, namespace, image) if p)
     args = [_which('rbd-nbd') or 'rbd-nbd', 'map', '-c', conf]
     if snap:
@@ -308,7 +279,7 @@ def nbd_attach(state_dir, config, pool, namespace, image, snap, writable):
     if not writable:
         args.append('--read-only')
     env = dict(os.environ)
-    env['CEPH_ARGS'] = ceph_args
+    env['CEPH_ARGS'] = ceph_args + ' ' + helper_files.admin_socket_arg(state_dir, image)
     device = _run(args + [spec], env=env).splitlines()[-1].strip()
     if not device.startswith('/dev/nbd'):
         raise SRError('VDIUnavailable', 'rbd-nbd map %s gave no device' % spec)

@@ -13,12 +13,16 @@ clone   = a COW clone of a protected snapshot; cloning a VDI first takes a hidde
 
 Authoritative VDI metadata is stored in the image metadata of the image that
 holds the VDI (key ``srkit.vdi.<uuid>``, JSON), so a lost index is rebuilt from
-the images themselves. The index is a cache of it plus what changes often
-(``used.<uuid>``: bytes allocated at the last detach/snapshot).
+the images themselves. librbd copies image metadata into clones, so identity
+comes from names only: the key ``srkit.vdi.U`` counts on the image named ``U``
+(a VDI) or on the image with a snapshot named ``U`` (a snapshot VDI), nowhere
+else (scan.py). The index is a cache of it plus what changes often
+(``used.<uuid>``: bytes allocated at the last detach/snapshot) and the intents
+of commands in flight (``pending.<uuid>``, index.py).
 
 Images that no VDI names any more but that still carry dependants (snapshots
-that are VDIs, clones) are *retained*: image metadata ``srkit.retained`` and an
-index key ``retained.<image>``; they are removed when the last dependant goes.
+that are VDIs, clones) are *retained* (index key ``retained.<image>``); they are
+removed when the last dependant goes.
 """
 
 FORMAT = '1'
@@ -30,9 +34,10 @@ SR_CREATED_KEY = 'sr.created'
 VDI_PREFIX = 'vdi.'          # index: vdi.<uuid> -> entry JSON
 USED_PREFIX = 'used.'        # index: used.<uuid> -> bytes (decimal)
 RETAINED_PREFIX = 'retained.'  # index: retained.<image> -> ''
+PENDING_PREFIX = 'pending.'    # index: pending.<uuid> -> intent JSON (index.py)
 
+META_PREFIX = 'srkit.'           # every image metadata key of ours
 META_VDI_PREFIX = 'srkit.vdi.'   # image metadata: srkit.vdi.<uuid> -> entry JSON
-META_RETAINED = 'srkit.retained'
 META_DEPTH = 'srkit.depth'       # clone depth of the image (0 = not a clone)
 
 CLONE_SNAP_PREFIX = '.clone-'    # hidden snapshot a clone hangs from

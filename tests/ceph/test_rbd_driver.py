@@ -153,7 +153,8 @@ def test_delete_with_dependants_keeps_them_and_collects_later(pool, sr):
     # the origin goes: its image is retained for the snapshot and the clone
     pool.vdi_destroy(v)
     assert base in sr.images()
-    assert "srkit.retained" in sr.metadata(base)
+    assert "srkit.vdi." + base not in sr.metadata(base)
+    assert "retained." + base in sr.index()
     assert "vdi." + base not in sr.index()
     assert sr.read(clone, 0, 4096) == b"O" * 4096
     pool.sr_scan(sr.ref)
