@@ -140,13 +140,13 @@ def mount(config, mountpoint, log_file=None):
     host, volume, backups = validate(config)
     timeout = int(config.get('mount_timeout') or 30)
     source = '%s:/%s' % (host, volume)
-    if not os.path.isdir(mountpoint):
-        os.makedirs(mountpoint, 0o700)
     current = mounted(mountpoint)
     if current is not None:
         if current == source and healthy(mountpoint):
             return False   # ours already (a crashed process may have left it): reuse
         unmount(mountpoint, timeout)
+    if not os.path.isdir(mountpoint):
+        os.makedirs(mountpoint, 0o700)
     servers = [host] + backups
     probe = min(5.0, float(timeout))
     if not any(_reachable(h, probe) for h in servers):
