@@ -41,35 +41,42 @@ def data_extents(fd, size=None):
 
 def clone_file(src, dst):
     """Copy ``src`` to a new file ``dst``; return 'reflink', 'copy-range' or 'sparse-copy'."""
-    with open(src, 'rb') as fin:
-        fd = os.open(dst, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
-        try:
-            try:
-                fcntl.ioctl(fd, FICLONE, fin.fileno())
-                return 'reflink'
-            except (IOError, OSError) as e:
-                if e.errno not in (errno.EOPNOTSUPP, errno.ENOTTY, errno.EXDEV,
-                                   errno.EINVAL, errno.ENOSYS):
-                    raise
-            size = os.fstat(fin.fileno()).st_size
-            how = None
-            for start, length in data_extents(fin.fileno(), size):
-                if how != 'sparse-copy' and _offload_range(fin.fileno(), fd, start, length):
-                    how = 'copy-range'
-                else:
-                    how = 'sparse-copy'
-                    _copy_range(fin.fileno(), fd, start, length)
-            os.ftruncate(fd, size)
-            os.fsync(fd)
-            return how or 'sparse-copy'
-        except BaseException:
+    fd = os.open(dst, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+    try:
+        return clone_into(src, fd)
+    except BaseException:
+        os.close(fd)
+        fd = None
+        os.unlink(dst)
+        raise
+    finally:
+        if fd is not None:
             os.close(fd)
-            fd = None
-            os.unlink(dst)
-            raise
-        finally:
-            if fd is not None:
-                os.close(fd)
+
+
+def clone_into(src, fd):
+    """Copy ``src`` into the open, empty file ``fd``; return how, as ``clone_file``.
+
+    For callers that must hold the destination open (and locked) while it fills."""
+    with open(src, 'rb') as fin:
+        try:
+            fcntl.ioctl(fd, FICLONE, fin.fileno())
+            return 'reflink'
+        except (IOError, OSError) as e:
+            if e.errno not in (errno.EOPNOTSUPP, errno.ENOTTY, errno.EXDEV,
+                               errno.EINVAL, errno.ENOSYS):
+                raise
+        size = os.fstat(fin.fileno()).st_size
+        how = None
+        for start, length in data_extents(fin.fileno(), size):
+            if how != 'sparse-copy' and _offload_range(fin.fileno(), fd, start, length):
+                how = 'copy-range'
+            else:
+                how = 'sparse-copy'
+                _copy_range(fin.fileno(), fd, start, length)
+        os.ftruncate(fd, size)
+        os.fsync(fd)
+        return how or 'sparse-copy'
 
 
 def _copy_range(fin, fout, start, length):
@@ -86,8 +93,9 @@ def _copy_range(fin, fout, start, length):
 
 
 def _copy_file_range(fin, fout, length, offset):
-    if hasattr(os, 'copy_file_range'):
-        return os.copy_file_range(fin, fout, length, offset, offset)
+    native = getattr(os, 'copy_file_range', None)   # Python 3.8+
+    if native is not None:
+        return native(fin, fout, length, offset, offset)
     nr = SYS_COPY_FILE_RANGE.get(os.uname()[4])
     if nr is None:
         raise OSError(errno.ENOSYS, 'copy_file_range: unknown syscall number')

@@ -1,7 +1,6 @@
-"""VDIs as sparse raw files in one directory per SR, on any mounted filesystem.
+"""Mechanics shared by file-based drivers (local, Gluster): VDIs as files in a directory.
 
-Shared by the file-backed drivers (``gluster``; ``local`` is to move onto it):
-``store.FileStore`` owns the directory layout, the crash-safe step order of every
-mutating primitive and orphan collection; ``meta`` stores the framework metadata
-(user xattrs or a sidecar file); ``loop`` is the loop-device datapath.
+``store.FileStore``: the SR directory, the crash-safe order of every mutating
+primitive, garbage collection; ``meta``: where a VDI's record lives (sidecar
+``.json`` or a user xattr); ``loop``: the loop-device datapath.
 """

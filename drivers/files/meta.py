@@ -1,89 +1,123 @@
-"""Where a file-backed VDI keeps its framework metadata.
+"""Where a file-backed VDI keeps its framework record: the commit point of its existence.
 
-``XattrMeta`` stores the record as one ``user.srkit.meta`` extended attribute of the
-VDI file itself: one setxattr replaces it atomically, it follows the file through a
-rename, and a copy of the data (copy_file_range, reflink) never copies it, so a
-snapshot can never inherit its parent's identity. ``SidecarMeta`` keeps a
-``<uuid>.json`` next to the file for filesystems without user xattrs.
+``SidecarMeta``: ``<uuid>.json`` next to the file, written to ``.json.tmp``, fsynced
+and renamed into place (any filesystem). ``XattrMeta``: one ``user.srkit.meta``
+extended attribute of the ``.raw`` itself. One setxattr replaces it atomically, it
+needs no second file (one entry less to heal on a replicated volume), and no copy
+of the data (copy_file_range, reflink, ``cp``) ever carries it, so a snapshot can
+never inherit its parent's identity.
+
+Both offer the same operations to ``drivers.files.store.FileStore``.
 """
 
 import errno
-import json
 import os
 
+META = '.json'
+TMP = '.tmp'
 XATTR = 'user.srkit.meta'
 
 
-class XattrMeta(object):
-    kind = 'xattr'
-
-    def read(self, data_path):
-        """The record, or None when the file has none (a half-built volume)."""
-        try:
-            raw = os.getxattr(data_path, XATTR)
-        except OSError as e:
-            if e.errno in (errno.ENODATA, errno.ENOENT, getattr(errno, 'ENOATTR', -1)):
-                return None
-            raise
-        try:
-            return json.loads(raw.decode('utf-8'))
-        except ValueError:
-            return None
-
-    def write(self, data_path, meta):
-        from framework.errors import SRError
-        body = json.dumps(meta, sort_keys=True).encode('utf-8')
-        try:
-            os.setxattr(data_path, XATTR, body)
-        except OSError as e:
-            if e.errno in (errno.E2BIG, errno.ENOSPC, errno.ERANGE):
-                raise SRError('VDIUnavailable', 'metadata of %d bytes does not fit in an xattr '
-                              'of %s (%s): shorten the name or description'
-                              % (len(body), os.path.basename(data_path), e.strerror))
-            raise
-
-    def stage(self, staging_path, final_path, meta):
-        """Record the metadata of a volume still being built under ``staging_path``."""
-        self.write(staging_path, meta)
-
-    def remove(self, data_path):
-        """Nothing beside the file: the record goes with it."""
-
-    def owned(self, name):
-        return False
+def _fsync_dir(path):
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
 
 
 class SidecarMeta(object):
     kind = 'sidecar'
 
     @staticmethod
-    def _path(data_path):
-        return os.path.splitext(data_path)[0] + '.json'
+    def _path(store, uuid):
+        return os.path.join(store.root, uuid + META)
 
-    def read(self, data_path):
-        try:
-            with open(self._path(data_path)) as f:
-                return json.load(f)
-        except (IOError, OSError, ValueError):
-            return None
+    def candidate(self, name):
+        """The VDI uuid a directory entry may be the record of, or None."""
+        return name[:-len(META)] if name.endswith(META) else None
 
-    def write(self, data_path, meta):
-        path = self._path(data_path)
-        with open(path + '.tmp', 'w') as f:
+    def read(self, store, uuid):
+        import json
+        with open(self._path(store, uuid)) as f:
+            return json.load(f)
+
+    def write(self, store, uuid, meta, command):
+        import json
+        path = self._path(store, uuid)
+        fd = os.open(path + TMP, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, 'w') as f:
             json.dump(meta, f, sort_keys=True)
             f.flush()
             os.fsync(f.fileno())
-        os.rename(path + '.tmp', path)
+        store._point(command, 'after-meta-tmp')
+        os.rename(path + TMP, path)
+        _fsync_dir(store.root)
 
-    def stage(self, staging_path, final_path, meta):
-        # the sidecar is named after the final file: it is visible only once that exists
-        self.write(final_path, meta)
-
-    def remove(self, data_path):
+    def remove(self, store, uuid):
         try:
-            os.unlink(self._path(data_path))
-        except OSError:
-            pass
+            os.unlink(self._path(store, uuid))
+        except OSError as e:
+            if e.errno != errno.ENOENT:
+                raise
+            return
+        _fsync_dir(store.root)
 
-    def owned(self, name):
-        return name.endswith('.json') or name.endswith('.json.tmp')
+    def carry(self, store, meta, path):
+        """Nothing to do: the record is beside the file, not on it."""
+
+    def paths(self, store, uuid):
+        return (self._path(store, uuid),)
+
+    def scratch_paths(self, store, uuid):
+        return (self._path(store, uuid) + TMP,)
+
+
+class XattrMeta(object):
+    kind = 'xattr'
+
+    def candidate(self, name):
+        return name[:-4] if name.endswith('.raw') and not name.startswith('.') else None
+
+    def read(self, store, uuid):
+        try:
+            raw = os.getxattr(store.raw(uuid), XATTR)
+        except OSError as e:
+            if e.errno in (errno.ENODATA, errno.ENOENT, getattr(errno, 'ENOATTR', errno.ENODATA)):
+                return None
+            raise
+        import json
+        return json.loads(raw.decode('utf-8'))
+
+    def _set(self, path, meta):
+        import json
+        from framework.errors import SRError
+        body = json.dumps(meta, sort_keys=True).encode('utf-8')
+        try:
+            os.setxattr(path, XATTR, body)
+        except OSError as e:
+            if e.errno in (errno.E2BIG, errno.ENOSPC, errno.ERANGE):
+                raise SRError('VDIUnavailable', 'a record of %d bytes does not fit in an '
+                              'xattr of %s (%s): shorten the name or description'
+                              % (len(body), os.path.basename(path), e.strerror))
+            raise
+
+    def write(self, store, uuid, meta, command):
+        self._set(store.raw(uuid), meta)
+
+    def remove(self, store, uuid):
+        try:
+            os.removexattr(store.raw(uuid), XATTR)
+        except OSError as e:
+            if e.errno not in (errno.ENODATA, errno.ENOENT,
+                               getattr(errno, 'ENOATTR', errno.ENODATA)):
+                raise
+
+    def carry(self, store, meta, path):
+        self._set(path, meta)
+
+    def paths(self, store, uuid):
+        return ()
+
+    def scratch_paths(self, store, uuid):
+        return ()

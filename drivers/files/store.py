@@ -1,49 +1,77 @@
-"""One SR = one directory of sparse raw files; every mutation in a crash-safe order.
+"""VDIs as files in one directory, crash-safe: the mechanics of file-based drivers.
 
-Layout under the SR directory ``root``:
-    .srkit-sr              marks the directory as an SR (holds the SR uuid)
-    <vdi_uuid>.raw         a VDI: a sparse file, named by the uuid the framework chose
-    .<vdi_uuid>.<step>     a file being built (``new``) or swapped in (``revert``)
+Layout of one SR directory:
+    .srkit-sr     marks the directory as an SR (holds the SR uuid)
+    <uuid>.raw    the VDI's bytes, a sparse file named by the VDI uuid
+    its record    the framework metadata; its presence is what makes the VDI exist
+                  (the commit point). Where it lives is the driver's choice
+                  (``drivers.files.meta``): ``<uuid>.json`` written whole and renamed
+                  into place (``local``), or the ``user.srkit.meta`` xattr of the
+                  ``.raw`` itself (``gluster``)
+    anything else of ours (``<uuid>.json.tmp``, ``<uuid>.raw.revert``, ``.probe-*``,
+    a ``.raw`` without its record) is scratch that a killed command left behind
 
-A volume only becomes visible by an atomic rename of a complete file that already
-carries its metadata, so a process killed at any step leaves either the old state
-or the new one, plus at most a hidden staging file. ``collect`` (run by the SR
-master at scan) removes staging files older than a grace period: never one that a
-command still running on another host is building.
-
-Crash points are named ``<owner>.<command>.<step>``, the owner being the SR type.
+Every mutating step is ordered so that a process killed anywhere leaves either
+the old state or the new one plus scratch: ``volumes()`` only reports complete
+VDIs, and ``collect_garbage()`` (sr_scan on the master) removes scratch. While a
+command fills a file it holds ``flock`` on it, and scratch younger than
+``crash.grace()`` is left alone: neither a live command on this host nor one on
+another host mounting the same directory loses what it is building.
 """
 
+import errno
+import fcntl
 import os
 import time
 
-from framework import crash
-from framework import sparse
+from framework import crash, sparse
 from framework.driver import Volume
 from framework.errors import SRError
+from drivers.files.meta import META, TMP, SidecarMeta
 
 MARKER = '.srkit-sr'
-SUFFIX = '.raw'
-GRACE = 3600.0   # seconds a staging file is left alone (a copy of a big VDI takes a while)
+RAW = '.raw'
+REVERT = '.revert'
+PROBE = '.probe-'
+
+
+def _unlink(path):
+    try:
+        os.unlink(path)
+        return True
+    except OSError as e:
+        if e.errno != errno.ENOENT:
+            raise
+        return False
+
+
+def _fsync_dir(path):
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
 
 
 class FileStore(object):
-    def __init__(self, root, owner, meta_store, log, grace=GRACE):
+    """The VDI files of one SR directory. ``owner`` prefixes crash-point names
+    (the SR type, e.g. 'local'); ``keep`` names the driver's own files there and
+    ``keep_prefixes`` starts the names of its own per-VDI files (leases); ``meta``
+    is where records live (``drivers.files.meta``; default: sidecar ``.json``)."""
+
+    def __init__(self, root, owner, log, keep=(), meta=None, keep_prefixes=()):
         self.root = root
         self.owner = owner
-        self.meta = meta_store
         self.log = log
-        self.grace = grace
-
-    # --- names -------------------------------------------------------------------------
-    def path(self, uuid):
-        return os.path.join(self.root, uuid + SUFFIX)
-
-    def staging(self, uuid, step):
-        return os.path.join(self.root, '.%s.%s' % (uuid, step))
+        self.keep = frozenset(keep) | frozenset([MARKER])
+        self.keep_prefixes = tuple(keep_prefixes)
+        self.meta = meta or SidecarMeta()
 
     def _point(self, command, step):
         crash.point('%s.%s.%s' % (self.owner, command, step))
+
+    def raw(self, uuid):
+        return os.path.join(self.root, uuid + RAW)
 
     # --- the SR directory ------------------------------------------------------------
     def exists(self):
@@ -54,24 +82,27 @@ class FileStore(object):
             raise SRError('SRUnavailable', 'no SR at %s (%s)' % (self.root, hint))
 
     def make(self, sr_uuid):
+        """Mark a new SR directory; the marker's rename is the commit point."""
         if self.exists():
             raise SRError('SRExists', self.root)
-        if not os.path.isdir(self.root):
+        if not os.path.isdir(self.root):  # a killed sr_create may have made it
             os.mkdir(self.root)
-        self._point('sr_create', 'after-mkdir')
-        tmp = os.path.join(self.root, MARKER + '.tmp')
-        with open(tmp, 'w') as f:
+        marker = os.path.join(self.root, MARKER)
+        with open(marker + TMP, 'w') as f:
             f.write(sr_uuid + '\n')
-        os.rename(tmp, os.path.join(self.root, MARKER))
+        os.rename(marker + TMP, marker)
 
     def remove(self):
-        """Remove an SR that holds no VDI (staging files and strays go with it)."""
+        """Remove an SR that holds no VDI; SRNotEmpty (39) while a live command holds a file."""
         self.check()
-        os.unlink(os.path.join(self.root, MARKER))
-        self._point('sr_delete', 'after-unmark')
+        self.collect_garbage(grace=0)
+        left = self.scratch()
+        if left:
+            raise SRError('SRNotEmpty', '%s still holds %s' % (self.root, ', '.join(left)))
         for name in os.listdir(self.root):
-            if name.startswith('.') or self.meta.owned(name):
-                os.unlink(os.path.join(self.root, name))
+            if self.keep_prefixes and name.startswith(self.keep_prefixes):
+                _unlink(os.path.join(self.root, name))
+        os.unlink(os.path.join(self.root, MARKER))
         os.rmdir(self.root)
 
     def allocated(self):
@@ -79,133 +110,216 @@ class FileStore(object):
         total = 0
         for name in os.listdir(self.root):
             try:
-                total += os.stat(os.path.join(self.root, name)).st_blocks * 512
+                total += os.lstat(os.path.join(self.root, name)).st_blocks * 512
             except OSError:
                 pass
         return total
 
-    # --- reading -----------------------------------------------------------------------
+    # --- reading -------------------------------------------------------------------
     def volume(self, uuid):
-        path = self.path(uuid)
+        """The complete VDI ``uuid``, or None (absent, or a killed command's leftovers)."""
         try:
-            st = os.stat(path)
-        except OSError:
+            meta = self.meta.read(self, uuid)
+            st = os.stat(self.raw(uuid)) if meta is not None else None
+        except (IOError, OSError, ValueError):
             return None
-        meta = self.meta.read(path)
-        if meta is None:
+        if not isinstance(meta, dict) or st is None:
             return None
         return Volume(uuid, st.st_size, st.st_blocks * 512, meta,
                       read_only=meta.get('read_only') == 'true')
 
-    def list(self):
-        self.check()
+    def volumes(self):
         found = {}
         for name in os.listdir(self.root):
-            if name.endswith(SUFFIX) and not name.startswith('.'):
-                volume = self.volume(name[:-len(SUFFIX)])
+            uuid = self.meta.candidate(name)
+            if uuid:
+                volume = self.volume(uuid)
                 if volume is not None:
                     found[volume.uuid] = volume
         return found
 
-    def collect(self):
-        """Remove staging files left by killed commands, past the grace period."""
-        now = time.time()
-        for name in os.listdir(self.root):
-            if not name.startswith('.') or name.startswith(MARKER) or \
-                    name.rsplit('.', 1)[-1] not in ('new', 'revert'):
-                continue
-            path = os.path.join(self.root, name)
-            try:
-                if now - os.stat(path).st_mtime > self.grace:
-                    os.unlink(path)
-                    self.log.info('collected %s, left by an interrupted command' % name)
-            except OSError:
-                pass
-
-    def need(self, uuid):
-        volume = self.volume(uuid)
-        if volume is None:
-            raise SRError('VDIMissing', 'no VDI %s in %s' % (uuid, self.root))
-        return volume
-
-    # --- mutations ---------------------------------------------------------------------
-    def _publish(self, staging, uuid, command):
-        """The one step that makes a built file a VDI."""
-        if os.path.exists(self.path(uuid)):
-            os.unlink(staging)
-            raise SRError('VDIExists', 'a VDI %s already exists in %s' % (uuid, self.root))
-        os.rename(staging, self.path(uuid))
-        self._point(command, 'after-publish')
-
-    def create(self, uuid, size, meta):
-        self.check()
-        staging = self.staging(uuid, 'new')
-        fd = os.open(staging, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-        try:
-            os.ftruncate(fd, size)
-        finally:
-            os.close(fd)
-        self._point('create', 'after-file')
-        self.meta.stage(staging, self.path(uuid), meta)
-        self._point('create', 'after-meta')
-        self._publish(staging, uuid, 'create')
-        return self.volume(uuid)
-
-    def destroy(self, uuid):
-        path = self.path(uuid)
-        try:
-            os.unlink(path)
-        except OSError:
-            pass
-        self._point('destroy', 'after-unlink')
-        self.meta.remove(path)
-
-    def set_meta(self, uuid, meta):
-        self.need(uuid)
-        self.meta.write(self.path(uuid), meta)
-        self._point('set_meta', 'after-write')
-
-    def copy(self, uuid, new_uuid, meta, command):
-        """Snapshot or clone: an independent copy; returns (Volume, how it was copied)."""
-        self.need(uuid)
-        staging = self.staging(new_uuid, 'new')
-        if os.path.exists(staging):
-            os.unlink(staging)
-        how = sparse.clone_file(self.path(uuid), staging)
-        os.chmod(staging, 0o600)
-        self._point(command, 'after-copy')
-        self.meta.stage(staging, self.path(new_uuid), meta)
-        self._point(command, 'after-meta')
-        self._publish(staging, new_uuid, command)
-        return self.volume(new_uuid), how
-
-    def revert(self, uuid, snapshot_uuid):
-        """Replace the data of ``uuid`` by a copy of ``snapshot_uuid``, keeping its metadata."""
-        current = self.need(uuid)
-        self.need(snapshot_uuid)
-        staging = self.staging(uuid, 'revert')
-        if os.path.exists(staging):
-            os.unlink(staging)
-        how = sparse.clone_file(self.path(snapshot_uuid), staging)
-        os.chmod(staging, 0o600)
-        self._point('revert', 'after-copy')
-        self.meta.stage(staging, self.path(uuid), current.meta)
-        self._point('revert', 'after-meta')
-        os.rename(staging, self.path(uuid))
-        self._point('revert', 'after-publish')
-        return how
-
-    def resize(self, uuid, size):
-        current = self.need(uuid)
-        if size < current.virtual_size:
-            raise SRError('VDISize', 'shrinking VDI %s would lose data' % uuid)
-        os.truncate(self.path(uuid), size)
-        self._point('resize', 'after-truncate')
-        return size
-
     def extents(self, uuid):
-        fd = os.open(self.path(uuid), os.O_RDONLY)
+        fd = os.open(self.raw(uuid), os.O_RDONLY)
         try:
             return sparse.data_extents(fd)
         finally:
             os.close(fd)
+
+    # --- sizes ---------------------------------------------------------------------
+    def _probe_fd(self):
+        # an unnamed file: nothing to leak even if the process dies holding it
+        try:
+            return os.open(self.root, os.O_TMPFILE | os.O_RDWR, 0o600)
+        except (AttributeError, OSError):
+            pass
+        path = os.path.join(self.root, PROBE + '%d' % os.getpid())
+        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_TRUNC, 0o600)
+        _unlink(path)
+        return fd
+
+    def check_size(self, size):
+        """Raise VDISize (79) unless this filesystem can hold a file of ``size`` bytes.
+
+        Probed on a throw-away sparse file: the limit depends on the filesystem
+        (ext4 with 4 KiB blocks: 16 TiB - 4 KiB; XFS, Btrfs: 8 EiB), not the driver."""
+        fd = self._probe_fd()
+        try:
+            if _fits(fd, size):
+                return
+            low, high = 0, size  # low fits, high does not
+            while high - low > 1:
+                mid = (low + high) // 2
+                if _fits(fd, mid):
+                    low = mid
+                else:
+                    high = mid
+        finally:
+            os.close(fd)
+        raise SRError('VDISize', 'size %d exceeds the largest file this filesystem can '
+                      'hold (%d bytes)' % (size, low))
+
+    # --- mutating primitives ---------------------------------------------------------
+    def _new_file(self, path, command):
+        """Create ``path`` exclusively and hold flock on it while it fills."""
+        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o600)
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        self._point(command, 'after-open')
+        return fd
+
+    def _claim(self, uuid):
+        """Free the name ``uuid`` of a dead command's leftovers, or refuse it."""
+        if self.volume(uuid) is not None:
+            raise SRError('VDIExists', 'a VDI %s already exists' % uuid)
+        for path in (self.raw(uuid),) + self.meta.paths(self, uuid):
+            if os.path.exists(path) and not self._remove_if_idle(path, 0):
+                raise SRError('VDIExists', '%s is being created by another command' % path)
+
+    def create(self, uuid, size, meta):
+        self.check_size(size)
+        self._claim(uuid)
+        fd = self._new_file(self.raw(uuid), 'create')
+        try:
+            os.ftruncate(fd, size)
+            self._point('create', 'after-truncate')
+            self._write_meta(uuid, meta, 'create')
+        finally:
+            os.close(fd)
+        return self.volume(uuid)
+
+    def destroy(self, uuid):
+        # metadata first: from that instant the VDI is gone, the rest is scratch
+        self.meta.remove(self, uuid)
+        self._point('destroy', 'after-meta')
+        _unlink(self.raw(uuid))
+        for leftover in self.meta.scratch_paths(self, uuid) + (self.raw(uuid) + REVERT,):
+            _unlink(leftover)
+
+    def set_meta(self, uuid, meta, command='set_meta'):
+        if not os.path.exists(self.raw(uuid)):
+            raise SRError('VDIMissing', 'no VDI %s' % uuid)
+        self._write_meta(uuid, meta, command)
+
+    def _write_meta(self, uuid, meta, command):
+        self.meta.write(self, uuid, meta, command)
+        self._point(command, 'after-meta')
+
+    def copy(self, uuid, new_uuid, meta, command):
+        """A new VDI ``new_uuid`` with the bytes of ``uuid``; return (Volume, how)."""
+        if self.volume(uuid) is None:
+            raise SRError('VDIMissing', 'no VDI %s' % uuid)
+        self._claim(new_uuid)
+        fd = self._new_file(self.raw(new_uuid), command)
+        try:
+            how = sparse.clone_into(self.raw(uuid), fd)
+            self._point(command, 'after-copy')
+            self._write_meta(new_uuid, meta, command)
+        finally:
+            os.close(fd)
+        return self.volume(new_uuid), how
+
+    def revert(self, uuid, snapshot_uuid):
+        """Give ``uuid`` the bytes of ``snapshot_uuid``: a full copy renamed over it."""
+        if self.volume(snapshot_uuid) is None or self.volume(uuid) is None:
+            raise SRError('VDIMissing', 'no VDI %s or %s' % (uuid, snapshot_uuid))
+        scratch = self.raw(uuid) + REVERT
+        if os.path.exists(scratch) and not self._remove_if_idle(scratch, 0):
+            raise SRError('VDIInUse', 'VDI %s is being reverted by another command' % uuid)
+        fd = self._new_file(scratch, 'revert')
+        try:
+            how = sparse.clone_into(self.raw(snapshot_uuid), fd)
+            self._point('revert', 'after-copy')
+            # a record kept on the file itself must be on the new bytes before they swap in
+            self.meta.carry(self, self.volume(uuid).meta, scratch)
+            self._point('revert', 'after-carry')
+            os.rename(scratch, self.raw(uuid))
+            _fsync_dir(self.root)
+            self._point('revert', 'after-rename')
+        finally:
+            os.close(fd)
+        return how
+
+    def resize(self, uuid, size):
+        if self.volume(uuid) is None:
+            raise SRError('VDIMissing', 'no VDI %s' % uuid)
+        self.check_size(size)
+        os.truncate(self.raw(uuid), size)  # one step: the old size or the new one
+        self._point('resize', 'after-truncate')
+        return size
+
+    # --- garbage -----------------------------------------------------------------------
+    def scratch(self):
+        """Names in the directory that belong to no complete VDI."""
+        complete = set(self.volumes())
+        names = []
+        for name in os.listdir(self.root):
+            if name in self.keep or (self.keep_prefixes and name.startswith(self.keep_prefixes)):
+                continue
+            base = name.split('.', 1)[0]
+            if name in (base + RAW, base + META) and base in complete:
+                continue
+            if os.path.isdir(os.path.join(self.root, name)):
+                continue
+            names.append(name)
+        return sorted(names)
+
+    def collect_garbage(self, grace=None):
+        """Remove scratch left by killed commands; return the names removed."""
+        grace = crash.grace() if grace is None else grace
+        removed = []
+        for name in self.scratch():
+            if self._remove_if_idle(os.path.join(self.root, name), grace):
+                removed.append(name)
+        if removed:
+            _fsync_dir(self.root)
+            self.log.info('gc: removed %s' % ', '.join(removed))
+        return removed
+
+    def _remove_if_idle(self, path, grace):
+        """Unlink ``path`` unless a live command holds it or it is younger than ``grace``."""
+        try:
+            fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK)
+        except OSError as e:
+            return e.errno == errno.ENOENT
+        try:
+            if time.time() - os.fstat(fd).st_mtime < grace:
+                return False
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except (IOError, OSError) as e:
+                if e.errno in (errno.EWOULDBLOCK, errno.EAGAIN):
+                    return False
+                raise
+            _unlink(path)
+            return True
+        finally:
+            os.close(fd)
+
+
+def _fits(fd, size):
+    try:
+        os.ftruncate(fd, size)
+    except OSError as e:
+        if e.errno in (errno.EFBIG, errno.EINVAL):
+            return False
+        raise
+    return True

@@ -45,7 +45,11 @@ class GlusterDriver(Driver):
         self.host, self.volume, self.backups = gmount.validate(config)
         self.mountpoint = os.path.join(context.state_dir, 'volume')
         self.root = os.path.join(self.mountpoint, sr_uuid or '')
-        self.store = FileStore(self.root, OWNER, XattrMeta(), context.log)
+        self.store = self._store(self.root)
+
+    def _store(self, root):
+        return FileStore(root, OWNER, self.ctx.log, meta=XattrMeta(),
+                         keep_prefixes=(lease.PREFIX, lease.FENCED))
 
     # --- the mount ---------------------------------------------------------------------
     def _mount(self, mountpoint=None):
@@ -119,8 +123,7 @@ class GlusterDriver(Driver):
         try:
             found = []
             for name in sorted(os.listdir(mountpoint)):
-                store = FileStore(os.path.join(mountpoint, name), OWNER, XattrMeta(),
-                                  self.ctx.log)
+                store = self._store(os.path.join(mountpoint, name))
                 if store.exists():
                     found.append({'uuid': name, 'size': store.allocated(),
                                   'aggregate': '%s:/%s' % (self.host, self.volume)})
@@ -132,18 +135,22 @@ class GlusterDriver(Driver):
     # --- volumes -----------------------------------------------------------------------
     def list(self):
         self._need_mount()
-        found = self.store.list()
-        if self.ctx.is_master:
-            self.store.collect()
-        return found
+        self.store.check()
+        return self.store.volumes()
 
     def get(self, uuid):
         self._need_mount()
         self.store.check()
         return self.store.volume(uuid)
 
+    def collect_garbage(self):
+        self._need_mount()
+        self.store.check()
+        self.store.collect_garbage()
+
     def create(self, uuid, size, meta):
         self._need_mount()
+        self.store.check()
         return self.store.create(uuid, size, meta)
 
     def destroy(self, uuid):
@@ -154,6 +161,12 @@ class GlusterDriver(Driver):
     def set_meta(self, uuid, meta):
         self._need_mount()
         self.store.set_meta(uuid, meta)
+
+    def _need(self, uuid):
+        volume = self.store.volume(uuid)
+        if volume is None:
+            raise SRError('VDIMissing', 'no VDI %s in SR %s' % (uuid, self.sr_uuid))
+        return volume
 
     def _copy(self, uuid, new_uuid, meta, command):
         self._need_mount()
@@ -176,12 +189,12 @@ class GlusterDriver(Driver):
     def resize(self, uuid, size):
         self._need_mount()
         size = self.store.resize(uuid, size)
-        loop.refresh_capacity(self.store.path(uuid))
+        loop.refresh_capacity(self.store.raw(uuid))
         return size
 
     def extents(self, uuid):
         self._need_mount()
-        self.store.need(uuid)
+        self._need(uuid)
         return self.store.extents(uuid)
 
     # --- single writer -----------------------------------------------------------------
@@ -189,7 +202,7 @@ class GlusterDriver(Driver):
         if not writable:
             return
         self._need_mount()
-        if self.store.need(uuid).read_only:
+        if self._need(uuid).read_only:
             return
         lease.take(self.root, uuid, self._host_id())
 
@@ -200,11 +213,11 @@ class GlusterDriver(Driver):
     # --- datapath ------------------------------------------------------------------------
     def attach(self, uuid, writable):
         self._need_mount()
-        self.store.need(uuid)
-        return loop.attach(self.store.path(uuid), writable)
+        self._need(uuid)
+        return loop.attach(self.store.raw(uuid), writable)
 
     def detach(self, uuid):
         if gmount.mounted(self.mountpoint) is None:
             return
-        loop.detach(self.store.path(uuid))
+        loop.detach(self.store.raw(uuid))
 

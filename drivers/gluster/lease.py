@@ -8,13 +8,13 @@ lock would not do: it dies with the short-lived driver process that took it.
 """
 
 import errno
-import json
 import os
 import time
 
 from framework.errors import SRError
 
 PREFIX = '.lease.'
+FENCED = '.fenced.'
 
 
 def path(root, uuid):
@@ -23,6 +23,7 @@ def path(root, uuid):
 
 def read(root, uuid):
     """The lease record, {} when unreadable, None when there is no lease."""
+    import json
     try:
         with open(path(root, uuid)) as f:
             return json.load(f)
@@ -36,6 +37,7 @@ def read(root, uuid):
 
 def take(root, uuid, host):
     """Take the lease for ``host``; VDIInUse (24) when another host holds it."""
+    import json
     record = {'host': host, 'since': time.strftime('%Y-%m-%dT%H:%M:%SZ', time.gmtime()),
               'pid': os.getpid()}
     try:
@@ -86,5 +88,5 @@ def fence(root, uuid):
     held = read(root, uuid)
     if held is None:
         return None
-    os.rename(path(root, uuid), os.path.join(root, '.fenced.%s.%d' % (uuid, int(time.time()))))
+    os.rename(path(root, uuid), os.path.join(root, '%s%s.%d' % (FENCED, uuid, int(time.time()))))
     return held

@@ -12,8 +12,6 @@ import errno
 import os
 import re
 import signal
-import socket
-import subprocess
 import time
 
 from framework.errors import SRError
@@ -67,6 +65,7 @@ def validate(config):
 
 
 def _reachable(host, timeout):
+    import socket
     name = host.strip('[]')
     try:
         sock = socket.create_connection((name, GLUSTERD_PORT), timeout)
@@ -116,6 +115,7 @@ def _client_pids(mountpoint):
 
 def _run(argv, timeout, mountpoint=None):
     """Run a helper under a deadline; kill it (and this mount's client) when it overruns."""
+    import subprocess
     proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                             universal_newlines=True, start_new_session=True)
     try:

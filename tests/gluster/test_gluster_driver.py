@@ -8,7 +8,7 @@ import pytest
 
 from simulator.errors import XapiError
 
-from conftest import mounts_at
+from conftest import META_XATTR, mounts_at
 
 MiB = 1024 * 1024
 
@@ -306,21 +306,24 @@ def test_probe_lists_sr_directories_with_their_sizes(pool, sr, gluster_env):
 
 def test_a_snapshot_killed_after_the_copy_leaves_no_vdi_and_is_collected(pool, sr):
     vdi = pool.vdi_create(sr.ref, 8 * MiB, name_label="crash")
-    write(sr.mount_file(sr.uuid_of(vdi)), 0, b"z" * MiB)
-    pool.config["extra_env"] = {"SRKIT_CRASH_AT": "gluster.snapshot.after-meta"}
+    uuid = sr.uuid_of(vdi)
+    write(sr.mount_file(uuid), 0, b"z" * MiB)
+    pool.config["extra_env"] = {"SRKIT_CRASH_AT": "gluster.snapshot.after-copy"}
     try:
         with pytest.raises(XapiError):
             pool.vdi_snapshot(vdi)
     finally:
         pool.config["extra_env"] = {}
-    staged = [n for n in os.listdir(sr.brick_dirs()[0]) if n.endswith(".new")]
+    # the copy is on the bricks, without a record: scratch, not a VDI
+    staged = [n for n in os.listdir(sr.brick_dirs()[0]) if n.endswith(".raw") and uuid not in n]
     assert len(staged) == 1
+    assert META_XATTR not in os.listxattr(os.path.join(sr.brick_dirs()[0], staged[0]))
     pool.sr_scan(sr.ref)
-    assert len(pool.db.get("SR", sr.ref)["VDIs"]) == 1
+    assert [sr.uuid_of(v) for v in pool.db.get("SR", sr.ref)["VDIs"]] == [uuid]
     # younger than the grace period: left alone (another host could be building it)
     assert os.path.exists(os.path.join(sr.brick_dirs()[0], staged[0]))
     old = time.time() - 7200
-    os.utime(os.path.join(os.path.dirname(sr.mount_file("x")), staged[0]), (old, old))
+    os.utime(os.path.join(os.path.dirname(sr.mount_file(uuid)), staged[0]), (old, old))
     pool.sr_scan(sr.ref)
-    assert not os.path.exists(os.path.join(sr.brick_dirs()[0], staged[0]))
-    assert not os.path.exists(os.path.join(sr.brick_dirs()[1], staged[0]))
+    for d in sr.brick_dirs():
+        assert sorted(os.listdir(d)) == [".srkit-sr", uuid + ".raw"]
