@@ -23,13 +23,17 @@ def devices(path):
     return [line.strip() for line in out.splitlines() if line.strip()]
 
 
-def attach(path, writable):
+def attach(path, writable, direct=False):
+    """A loop device on ``path``; ``direct``: O_DIRECT to the file, so the host's page
+    cache never holds a copy of the VDI (on a shared filesystem another host may write)."""
     existing = devices(path)
     if existing:
         return existing[0]
     args = ['--find', '--show']
     if not writable:
         args.append('--read-only')
+    if direct:
+        args.append('--direct-io=on')
     return losetup(*(args + [path]))
 
 

@@ -57,15 +57,20 @@ class FileStore(object):
     """The VDI files of one SR directory. ``owner`` prefixes crash-point names
     (the SR type, e.g. 'local'); ``keep`` names the driver's own files there and
     ``keep_prefixes`` starts the names of its own per-VDI files (leases); ``meta``
-    is where records live (``drivers.files.meta``; default: sidecar ``.json``)."""
+    is where records live (``drivers.files.meta``; default: sidecar ``.json``);
+    ``copier(src_path, fd, dst_path)`` fills a new file with a copy of another and
+    returns how (default ``framework.sparse.clone_into``: reflink, copy_file_range,
+    or a sparse read/write copy)."""
 
-    def __init__(self, root, owner, log, keep=(), meta=None, keep_prefixes=()):
+    def __init__(self, root, owner, log, keep=(), meta=None, keep_prefixes=(),
+                 copier=None):
         self.root = root
         self.owner = owner
         self.log = log
         self.keep = frozenset(keep) | frozenset([MARKER])
         self.keep_prefixes = tuple(keep_prefixes)
         self.meta = meta or SidecarMeta()
+        self.copier = copier or (lambda src, fd, dst: sparse.clone_into(src, fd))
 
     def _point(self, command, step):
         crash.point('%s.%s.%s' % (self.owner, command, step))
@@ -230,7 +235,7 @@ class FileStore(object):
         self._claim(new_uuid)
         fd = self._new_file(self.raw(new_uuid), command)
         try:
-            how = sparse.clone_into(self.raw(uuid), fd)
+            how = self.copier(self.raw(uuid), fd, self.raw(new_uuid))
             self._point(command, 'after-copy')
             self._write_meta(new_uuid, meta, command)
         finally:
@@ -246,7 +251,7 @@ class FileStore(object):
             raise SRError('VDIInUse', 'VDI %s is being reverted by another command' % uuid)
         fd = self._new_file(scratch, 'revert')
         try:
-            how = sparse.clone_into(self.raw(snapshot_uuid), fd)
+            how = self.copier(self.raw(snapshot_uuid), fd, scratch)
             self._point('revert', 'after-copy')
             # a record kept on the file itself must be on the new bytes before they swap in
             self.meta.carry(self, self.volume(uuid).meta, scratch)

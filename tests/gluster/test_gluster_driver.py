@@ -327,3 +327,48 @@ def test_a_snapshot_killed_after_the_copy_leaves_no_vdi_and_is_collected(pool, s
     pool.sr_scan(sr.ref)
     for d in sr.brick_dirs():
         assert sorted(os.listdir(d)) == [".srkit-sr", uuid + ".raw"]
+
+
+# --- server-side copies ------------------------------------------------------------------------
+
+def _shared_bytes(path):
+    """Bytes in extents XFS marks shared (FIEMAP_EXTENT_SHARED): a reflink."""
+    out = subprocess.run(["xfs_io", "-r", "-c", "fiemap -v", path], capture_output=True,
+                         text=True).stdout
+    shared = 0
+    for line in out.splitlines()[2:]:
+        parts = line.split()
+        if len(parts) >= 5 and parts[2] != "hole" and int(parts[4], 16) & 0x2000:
+            shared += int(parts[3]) * 512
+    return shared
+
+
+def test_snapshot_on_an_xfs_brick_is_a_reflink_made_by_the_brick(make_sr, pool):
+    xsr = make_sr(volume=os.environ["SRKIT_GLUSTER_XFS_VOLUME"], server_copy="reflink")
+    vdi = pool.vdi_create(xsr.ref, 64 * MiB, name_label="reflinked")
+    uuid = xsr.uuid_of(vdi)
+    payload = os.urandom(8 * MiB)
+    write(xsr.mount_file(uuid), 16 * MiB, payload)
+    snap = pool.vdi_snapshot(vdi)
+    copy = xsr.brick_file(xsr.uuid_of(snap))
+    assert read(copy, 16 * MiB, 8 * MiB) == payload
+    assert _shared_bytes(copy) >= 8 * MiB, "the snapshot does not share extents on the brick"
+    assert allocated(copy) < 10 * MiB   # holes stay holes
+    log = open(os.path.join(pool.path, "SMlog")).read()
+    assert "snapshot of %s to %s by server-copy" % (uuid, xsr.uuid_of(snap)) in log
+    # the data is independent all the same: rewriting the source leaves the snapshot alone
+    write(xsr.mount_file(uuid), 16 * MiB, b"\0" * MiB)
+    assert read(copy, 16 * MiB, 8 * MiB) == payload
+
+
+def test_server_copy_is_never_used_on_a_replicated_volume(make_sr, pool):
+    # Gluster 10.3 fills a server-side copy with zeros on replica volumes: the driver
+    # must see the replication (pathinfo) and copy through the mount
+    sr2 = make_sr(server_copy="reflink")
+    vdi = pool.vdi_create(sr2.ref, 32 * MiB, name_label="replicated")
+    write(sr2.mount_file(sr2.uuid_of(vdi)), 20 * MiB, b"q" * MiB)
+    snap = pool.vdi_snapshot(vdi)
+    for brick in range(2):
+        assert read(sr2.brick_file(sr2.uuid_of(snap), brick), 20 * MiB, MiB) == b"q" * MiB
+    log = open(os.path.join(pool.path, "SMlog")).read()
+    assert "to %s by server-copy" % sr2.uuid_of(snap) not in log
