@@ -13,7 +13,8 @@ DRIVERS = {
     'rbd': ('drivers.ceph.driver:RBDDriver',
             'install python3-rbd and python3-rados (and rbd-nbd for the nbd datapath)'),
     'gluster': ('drivers.gluster.driver:GlusterDriver',
-                'install glusterfs-fuse (the FUSE client, mount.glusterfs)'),
+                'install glusterfs-fuse (the FUSE client, mount.glusterfs); glusterfs-api '
+                'for server_copy=reflink'),
 }
 
 

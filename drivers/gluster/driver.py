@@ -35,7 +35,7 @@ class GlusterDriver(Driver):
         Option('server_copy', 'reflink: snapshot, clone and revert are copied by the '
                               'brick itself through libgfapi (glusterfs-api), for volumes '
                               'whose bricks are XFS with reflink or Btrfs (a copy in O(1)); '
-                              'off: copies go through the mount', default='off',
+                              'off: copies go through the mount.', default='off',
                choices=('off', 'reflink')),
         Option('mount_timeout', 'seconds a mount or unmount may take before the SR is '
                                 'reported unavailable', default='30', kind=int),
