@@ -13,6 +13,9 @@ DRIVERS = {
     'local': ('drivers.local.driver:LocalDriver', ''),
     'rbd': ('drivers.ceph.driver:RBDDriver',
             'install python3-rbd and python3-rados (and rbd-nbd for the nbd datapath)'),
+    'gluster': ('drivers.gluster.driver:GlusterDriver',
+                'install glusterfs-fuse (the FUSE client, mount.glusterfs); glusterfs-api '
+                'for server_copy=reflink'),
 }
 
 

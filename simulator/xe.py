@@ -264,6 +264,13 @@ def vdi_attach(pool, a):
     return (result.get("params") or result.get("params_nbd") or "") + "\n"
 
 
+# --- vdi-copy (simulator/vdi_copy.py: xapi's attach-both-and-copy) --------------------
+def vdi_copy(pool, a):
+    from simulator.vdi_copy import vdi_copy as copy
+    return _uuid_of(pool, "VDI", copy(pool, _ref(pool, "VDI", a), _ref(pool, "SR", a, "sr-uuid")))
+# --- end vdi-copy ------------------------------------------------------------------------
+
+
 def _done(fn):
     def run(pool, a):
         fn(pool, a)
@@ -304,6 +311,8 @@ COMMANDS = {
     "vdi-destroy": (_done(lambda p, a: p.vdi_destroy(_ref(p, "VDI", a))), "uuid="),
     "vdi-update": (_done(lambda p, a: p.vdi_update(_ref(p, "VDI", a))), "uuid="),
     "vdi-introduce": (vdi_introduce, "sr-uuid= uuid= location= sm-config:k=v"),
+    "vdi-copy": (vdi_copy, "uuid= sr-uuid=: a new VDI on that SR with the same data, "
+                           "name and description; prints its uuid"),
     "secret-create": (lambda p, a: p.secret_create(a.need("value")) + "\n", "value="),
     # srkit extensions (not in xe): a dom0 plug / unplug of a VDI
     "vdi-attach": (vdi_attach, "[srkit extension] uuid= host-uuid= mode=RW|RO; prints the "

@@ -1,11 +1,15 @@
 """VDIs as files in one directory, crash-safe: the mechanics of file-based drivers.
 
-Layout of one SR directory (the driver owns the directory and its marker):
+Layout of one SR directory:
+    .srkit-sr     marks the directory as an SR (holds the SR uuid)
     <uuid>.raw    the VDI's bytes, a sparse file named by the VDI uuid
-    <uuid>.json   its framework metadata, written whole and renamed into place;
-                  its presence is what makes the VDI exist (the commit point)
+    its record    the framework metadata; its presence is what makes the VDI exist
+                  (the commit point). Where it lives is the driver's choice
+                  (``drivers.files.meta``): ``<uuid>.json`` written whole and renamed
+                  into place (``local``), or the ``user.srkit.meta`` xattr of the
+                  ``.raw`` itself (``gluster``)
     anything else of ours (``<uuid>.json.tmp``, ``<uuid>.raw.revert``, ``.probe-*``,
-    a ``.raw`` without ``.json``) is scratch that a killed command left behind
+    a ``.raw`` without its record) is scratch that a killed command left behind
 
 Every mutating step is ordered so that a process killed anywhere leaves either
 the old state or the new one plus scratch: ``volumes()`` only reports complete
@@ -23,10 +27,10 @@ import time
 from framework import crash, sparse
 from framework.driver import Volume
 from framework.errors import SRError
+from drivers.files.meta import META, TMP, SidecarMeta
 
+MARKER = '.srkit-sr'
 RAW = '.raw'
-META = '.json'
-TMP = '.tmp'
 REVERT = '.revert'
 PROBE = '.probe-'
 SCRATCH = (META + TMP, RAW + REVERT)   # <uuid>.json.tmp, <uuid>.raw.revert
@@ -53,12 +57,20 @@ def _fsync_dir(path):
 
 class FileStore(object):
     """The VDI files of one SR directory. ``owner`` prefixes crash-point names
-    (the SR type, e.g. 'local')."""
+    (the SR type, e.g. 'local'); ``keep_prefixes`` starts the names of the driver's
+    own per-VDI files (leases), removed with the SR; ``meta``
+    is where records live (``drivers.files.meta``; default: sidecar ``.json``);
+    ``copier(src_path, fd, dst_path)`` fills a new file with a copy of another and
+    returns how (default ``framework.sparse.clone_into``: reflink, copy_file_range,
+    or a sparse read/write copy)."""
 
-    def __init__(self, root, owner, log):
+    def __init__(self, root, owner, log, meta=None, keep_prefixes=(), copier=None):
         self.root = root
         self.owner = owner
         self.log = log
+        self.keep_prefixes = tuple(keep_prefixes)
+        self.meta = meta or SidecarMeta()
+        self.copier = copier or (lambda src, fd, dst: sparse.clone_into(src, fd))
 
     def _point(self, command, step):
         crash.point('%s.%s.%s' % (self.owner, command, step))
@@ -66,20 +78,61 @@ class FileStore(object):
     def raw(self, uuid):
         return os.path.join(self.root, uuid + RAW)
 
-    def _meta_path(self, uuid):
-        return os.path.join(self.root, uuid + META)
+    # --- the SR directory ------------------------------------------------------------
+    def exists(self):
+        return os.path.exists(os.path.join(self.root, MARKER))
+
+    def check(self, hint='is the filesystem mounted?'):
+        if not self.exists():
+            raise SRError('SRUnavailable', 'no SR at %s (%s)' % (self.root, hint))
+
+    def make(self, sr_uuid):
+        """Mark a new SR directory; the marker's rename is the commit point."""
+        if self.exists():
+            raise SRError('SRExists', self.root)
+        if not os.path.isdir(self.root):  # a killed sr_create may have made it
+            os.mkdir(self.root)
+        marker = os.path.join(self.root, MARKER)
+        with open(marker + TMP, 'w') as f:
+            f.write(sr_uuid + '\n')
+        os.rename(marker + TMP, marker)
+
+    def remove(self):
+        """Remove an SR that holds no VDI. SRNotEmpty (39) while a live command holds a
+        file, or while the directory holds something that is not ours: keep the SR."""
+        self.check()
+        self.collect_garbage(grace=0)
+        names = os.listdir(self.root)
+        left = sorted(n for n in names if not n.startswith(MARKER) and
+                      not (self.keep_prefixes and n.startswith(self.keep_prefixes)))
+        if left:
+            raise SRError('SRNotEmpty', '%s still holds %s' % (self.root, ', '.join(left)))
+        for name in names:
+            if self.keep_prefixes and name.startswith(self.keep_prefixes):
+                _unlink(os.path.join(self.root, name))
+        _unlink(os.path.join(self.root, MARKER + TMP))  # a killed sr_create's
+        os.unlink(os.path.join(self.root, MARKER))
+        os.rmdir(self.root)
+
+    def allocated(self):
+        """Bytes the SR's files hold on the filesystem."""
+        total = 0
+        for name in os.listdir(self.root):
+            try:
+                total += os.lstat(os.path.join(self.root, name)).st_blocks * 512
+            except OSError:
+                pass
+        return total
 
     # --- reading -------------------------------------------------------------------
     def volume(self, uuid):
         """The complete VDI ``uuid``, or None (absent, or a killed command's leftovers)."""
-        import json
         try:
-            with open(self._meta_path(uuid)) as f:
-                meta = json.load(f)
-            st = os.stat(self.raw(uuid))
+            meta = self.meta.read(self, uuid)
+            st = os.stat(self.raw(uuid)) if meta is not None else None
         except (IOError, OSError, ValueError):
             return None
-        if not isinstance(meta, dict):
+        if not isinstance(meta, dict) or st is None:
             return None
         return Volume(uuid, st.st_size, st.st_blocks * 512, meta,
                       read_only=meta.get('read_only') == 'true')
@@ -87,11 +140,19 @@ class FileStore(object):
     def volumes(self):
         found = {}
         for name in os.listdir(self.root):
-            if name.endswith(META):
-                volume = self.volume(name[:-len(META)])
+            uuid = self.meta.candidate(name)
+            if uuid:
+                volume = self.volume(uuid)
                 if volume is not None:
                     found[volume.uuid] = volume
         return found
+
+    def extents(self, uuid):
+        fd = os.open(self.raw(uuid), os.O_RDONLY)
+        try:
+            return sparse.data_extents(fd)
+        finally:
+            os.close(fd)
 
     # --- sizes ---------------------------------------------------------------------
     def _probe_fd(self):
@@ -138,7 +199,7 @@ class FileStore(object):
         """Free the name ``uuid`` of a dead command's leftovers, or refuse it."""
         if self.volume(uuid) is not None:
             raise SRError('VDIExists', 'a VDI %s already exists' % uuid)
-        for path in (self.raw(uuid), self._meta_path(uuid)):
+        for path in (self.raw(uuid),) + self.meta.paths(self, uuid):
             if os.path.exists(path) and not self._remove_if_idle(path, 0):
                 raise SRError('VDIExists', '%s is being created by another command' % path)
 
@@ -156,12 +217,10 @@ class FileStore(object):
 
     def destroy(self, uuid):
         # metadata first: from that instant the VDI is gone, the rest is scratch
-        meta_gone = _unlink(self._meta_path(uuid))
-        if meta_gone:
-            _fsync_dir(self.root)
+        self.meta.remove(self, uuid)
         self._point('destroy', 'after-meta')
         _unlink(self.raw(uuid))
-        for leftover in (self._meta_path(uuid) + TMP, self.raw(uuid) + REVERT):
+        for leftover in self.meta.scratch_paths(self, uuid) + (self.raw(uuid) + REVERT,):
             _unlink(leftover)
 
     def set_meta(self, uuid, meta, command='set_meta'):
@@ -170,16 +229,7 @@ class FileStore(object):
         self._write_meta(uuid, meta, command)
 
     def _write_meta(self, uuid, meta, command):
-        import json
-        path = self._meta_path(uuid)
-        fd = os.open(path + TMP, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-        with os.fdopen(fd, 'w') as f:
-            json.dump(meta, f, sort_keys=True)
-            f.flush()
-            os.fsync(f.fileno())
-        self._point(command, 'after-meta-tmp')
-        os.rename(path + TMP, path)
-        _fsync_dir(self.root)
+        self.meta.write(self, uuid, meta, command)
         self._point(command, 'after-meta')
 
     def copy(self, uuid, new_uuid, meta, command):
@@ -189,7 +239,7 @@ class FileStore(object):
         self._claim(new_uuid)
         fd = self._new_file(self.raw(new_uuid), command)
         try:
-            how = sparse.clone_into(self.raw(uuid), fd)
+            how = self.copier(self.raw(uuid), fd, self.raw(new_uuid))
             self._point(command, 'after-copy')
             self._write_meta(new_uuid, meta, command)
         finally:
@@ -205,13 +255,17 @@ class FileStore(object):
             raise SRError('VDIInUse', 'VDI %s is being reverted by another command' % uuid)
         fd = self._new_file(scratch, 'revert')
         try:
-            sparse.clone_into(self.raw(snapshot_uuid), fd)
+            how = self.copier(self.raw(snapshot_uuid), fd, scratch)
             self._point('revert', 'after-copy')
+            # a record kept on the file itself must be on the new bytes before they swap in
+            self.meta.carry(self, self.volume(uuid).meta, scratch)
+            self._point('revert', 'after-carry')
             os.rename(scratch, self.raw(uuid))
             _fsync_dir(self.root)
             self._point('revert', 'after-rename')
         finally:
             os.close(fd)
+        return how
 
     def resize(self, uuid, size):
         if self.volume(uuid) is None:

@@ -15,23 +15,11 @@ loop device. See docs/crash-consistency.md for each command's steps.
 
 import os
 
-from drivers.files.store import FileStore
-from framework import sparse
+from drivers.files import loop
+from drivers.files.store import FileStore, MARKER
 from framework.driver import Driver
 from framework.errors import SRError
 from framework.options import Option, PATH
-
-MARKER = '.srkit-sr'
-
-
-def _losetup(*args):
-    import subprocess
-    proc = subprocess.Popen(('losetup',) + args, stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, universal_newlines=True)
-    out, err = proc.communicate()
-    if proc.returncode != 0:
-        raise SRError('VDIUnavailable', 'losetup %s: %s' % (' '.join(args), err.strip()))
-    return out.strip()
 
 
 class LocalDriver(Driver):
@@ -58,34 +46,17 @@ class LocalDriver(Driver):
         return self.files.raw(uuid)
 
     def _check_sr(self):
-        if not os.path.exists(os.path.join(self.root, MARKER)):
-            raise SRError('SRUnavailable', 'no SR at %s (is the filesystem mounted?)'
-                          % self.root)
+        self.files.check()
 
     # --- SR ------------------------------------------------------------------------
     def sr_create(self, physical_size):
         if not os.path.isdir(self.config['location']):
             raise SRError('SRUnavailable', 'location %s is not a directory'
                           % self.config['location'])
-        if os.path.exists(os.path.join(self.root, MARKER)):
-            raise SRError('SRExists', self.root)
-        if not os.path.isdir(self.root):  # a killed sr_create may have made it
-            os.mkdir(self.root)
-        marker = os.path.join(self.root, MARKER)
-        with open(marker + '.tmp', 'w') as f:
-            f.write(self.sr_uuid + '\n')
-        os.rename(marker + '.tmp', marker)
+        self.files.make(self.sr_uuid)
 
     def sr_delete(self):
-        self._check_sr()
-        self.files.collect_garbage(grace=0)
-        left = sorted(n for n in os.listdir(self.root) if not n.startswith(MARKER))
-        if left:  # a live command's file, or something that is not ours: keep the SR
-            raise SRError('SRNotEmpty', '%s still holds %s' % (self.root, ', '.join(left)))
-        if os.path.exists(os.path.join(self.root, MARKER + '.tmp')):  # a killed sr_create's
-            os.unlink(os.path.join(self.root, MARKER + '.tmp'))
-        os.unlink(os.path.join(self.root, MARKER))
-        os.rmdir(self.root)
+        self.files.remove()
 
     def sr_attach(self):
         self._check_sr()
@@ -140,32 +111,15 @@ class LocalDriver(Driver):
 
     def resize(self, uuid, size):
         self.files.resize(uuid, size)
-        for device in self._loops(uuid):
-            _losetup('--set-capacity', device)
+        loop.refresh_capacity(self._raw(uuid))
         return size
 
     def extents(self, uuid):
-        fd = os.open(self._raw(uuid), os.O_RDONLY)
-        try:
-            return sparse.data_extents(fd)
-        finally:
-            os.close(fd)
+        return self.files.extents(uuid)
 
     # --- datapath ------------------------------------------------------------------
-    def _loops(self, uuid):
-        out = _losetup('--associated', self._raw(uuid), '--noheadings',
-                       '--output', 'NAME') if os.path.exists(self._raw(uuid)) else ''
-        return [line.strip() for line in out.splitlines() if line.strip()]
-
     def attach(self, uuid, writable):
-        existing = self._loops(uuid)
-        if existing:
-            return existing[0]
-        args = ['--find', '--show']
-        if not writable:
-            args.append('--read-only')
-        return _losetup(*(args + [self._raw(uuid)]))
+        return loop.attach(self._raw(uuid), writable)
 
     def detach(self, uuid):
-        for device in self._loops(uuid):
-            _losetup('--detach', device)
+        loop.detach(self._raw(uuid))
