@@ -264,6 +264,14 @@ def vdi_attach(pool, a):
     return (result.get("params") or result.get("params_nbd") or "") + "\n"
 
 
+def _export(name, pool, a):
+    from simulator import export
+    try:
+        return getattr(export, name)(pool, a)
+    except export.ExportError as e:
+        raise UsageError(str(e))
+
+
 def _done(fn):
     def run(pool, a):
         fn(pool, a)
@@ -304,6 +312,12 @@ COMMANDS = {
     "vdi-destroy": (_done(lambda p, a: p.vdi_destroy(_ref(p, "VDI", a))), "uuid="),
     "vdi-update": (_done(lambda p, a: p.vdi_update(_ref(p, "VDI", a))), "uuid="),
     "vdi-introduce": (vdi_introduce, "sr-uuid= uuid= location= sm-config:k=v"),
+    "vdi-export": (lambda p, a: _export("vdi_export", p, a),
+                   "uuid= filename=|- format=raw|vhd|qcow2 compression=zstd[:level]|none "
+                   "base=<snapshot uuid>"),
+    "vdi-import": (lambda p, a: _export("vdi_import", p, a),
+                   "uuid= filename=|- [format=]; or (srkit extension) sr-uuid= filename= "
+                   "name-label=: creates the VDI, prints its uuid"),
     "secret-create": (lambda p, a: p.secret_create(a.need("value")) + "\n", "value="),
     # srkit extensions (not in xe): a dom0 plug / unplug of a VDI
     "vdi-attach": (vdi_attach, "[srkit extension] uuid= host-uuid= mode=RW|RO; prints the "
