@@ -67,6 +67,14 @@ def run(job, log, creator=None):
             pipeline.export_vdi(inv, job['vdi_location'], fd, job.get('format') or 'raw',
                                 job.get('compression') or 'zstd', base,
                                 sidecar=None if filename == '-' else filename + '.srkit')
+        except BaseException:
+            if fd != 1:  # no half-written export is left looking like a good one
+                for path in (filename, filename + '.srkit'):
+                    try:
+                        os.unlink(path)
+                    except OSError:
+                        pass
+            raise
         finally:
             if fd != 1:
                 os.close(fd)
