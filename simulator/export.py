@@ -53,7 +53,7 @@ def run_job(pool, host, sr, job, on_control=None):
                                  auth_user_name="__sm__backend", last_active=now_iso())
         env = pool._env(host, socket_path)
         env["PYTHONPATH"] = os.pathsep.join(p for p in (REPO, env.get("PYTHONPATH")) if p)
-        if os.environ.get("SRKIT_ZSTD"):  # tests force the zstd CLI path with it
+        if os.environ.get("SRKIT_ZSTD"):  # tests pick the zstd engine with it
             env["SRKIT_ZSTD"] = os.environ["SRKIT_ZSTD"]
         job = dict(job, session_ref=session)
         ours, theirs = socket.socketpair()

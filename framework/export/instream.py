@@ -2,8 +2,13 @@
 
 ``open_input(fd)`` returns a ``Source``: ``read(n)`` gives decompressed image
 bytes (fewer only at the end), ``header``/``trailer`` the srkit records found
-(None for a bare file from another tool), ``finish()`` raises on a stream that
-ends inside a frame or whose zstd checksum fails.
+(None for a bare file from another tool), ``finish()`` raises on a zstd error.
+
+The header frame comes first and is parsed here; the data frames go to
+python-zstandard's stream reader (or ``zstd -d``), which skips skippable frames
+and bounds its output however well the input compresses (a raw export of an
+empty disk is all zeros); the trailer is found in the last bytes of the input.
+A truncated srkit stream has no trailer, and is refused for that.
 """
 
 import os
@@ -15,6 +20,8 @@ from framework.errors import SRError
 from framework.export import compress, container
 
 READ_SIZE = 4 * 1024 * 1024
+PIECE = 1024 * 1024          # decompressed bytes per step: big enough, still cheap to allocate
+TAIL = 64 * 1024
 
 
 def _read_exact(fd, n):
@@ -28,29 +35,86 @@ def _read_exact(fd, n):
     return b''.join(parts)
 
 
-class Source(object):
+class _RawInput(object):
+    """The compressed input as a file object; remembers its last bytes (the trailer)."""
+
     def __init__(self, fd, first):
         self.fd = fd
-        self.first = first         # raw bytes already read to detect the format
-        self.buf = bytearray()
-        self.pos = 0               # offset in the decompressed image of buf[0]
+        self.first = first
+        self.tail = b''
+        self.count = 0
+
+    def read(self, size=READ_SIZE):
+        if self.first:
+            data, self.first = self.first, b''
+        else:
+            data = os.read(self.fd, max(size, 1))
+        self.count += len(data)
+        self.tail = (self.tail + data)[-TAIL:] if len(data) < TAIL else data[-TAIL:]
+        return data
+
+
+class Source(object):
+    def __init__(self):
+        self.pending = b''         # bytes pushed back (format detection peeks)
+        self.pos = 0               # offset in the decompressed image of the next byte
         self.eof = False
         self.header = None
         self.trailer = None
         self.compression = 'none'
-        self.raw_bytes = 0         # compressed bytes consumed (progress)
+        self.queue = None
 
-    def _fill(self):
-        """Append decompressed bytes to buf; set eof at the end."""
+    def _next(self, n):
+        """Up to ``n`` decompressed bytes; b'' at the end."""
         raise NotImplementedError
 
+    def _pump(self):
+        # decompression (or the pipe) runs here while the caller writes the last piece
+        try:
+            while True:
+                data = self._next(PIECE)
+                self.queue.put(data)
+                if not data:
+                    return
+        except BaseException as e:
+            self.queue.put(e)
+
+    def _get(self):
+        if self.queue is None:
+            import queue
+            self.queue = queue.Queue(8)
+            thread = threading.Thread(target=self._pump, name='srkit-import-read')
+            thread.daemon = True
+            thread.start()
+        item = self.queue.get()
+        if isinstance(item, BaseException):
+            self.eof = True
+            raise item
+        return item
+
     def read(self, n):
-        while len(self.buf) < n and not self.eof:
-            self._fill()
-        out = bytes(self.buf[:n])
-        del self.buf[:n]
+        parts, got = [], 0
+        if self.pending:
+            parts.append(self.pending[:n])
+            got = len(parts[0])
+            self.pending = self.pending[n:]
+        while got < n and not self.eof:
+            data = self._get()
+            if not data:
+                self.eof = True
+                break
+            if len(data) > n - got:
+                self.pending = data[n - got:]
+                data = data[:n - got]
+            parts.append(data)
+            got += len(data)
+        out = parts[0] if len(parts) == 1 else b''.join(parts)
         self.pos += len(out)
         return out
+
+    def unread(self, data):
+        self.pending = data + self.pending
+        self.pos -= len(data)
 
     def read_exact(self, n, what):
         out = self.read(n)
@@ -68,105 +132,101 @@ class Source(object):
                 raise compress.corrupt('it ends before %s' % what)
 
     def finish(self):
-        pass
+        """Drain the input (checksums of the last frame) and collect the trailer."""
+        while self.read(READ_SIZE):
+            pass
 
-    def _on_skippable(self, payload):
+    def _header_frame(self, raw):
+        """Parse a leading srkit skippable frame of ``raw`` (a _RawInput)."""
+        first = raw.first
+        if not container.is_skippable(first):
+            return
+        length = struct.unpack('<I', first[4:8])[0]
+        if length > 1024 * 1024:
+            raise compress.corrupt('a metadata frame of %d bytes' % length)
+        payload = first[8:] + _read_exact(raw.fd, 8 + length - len(first))
+        if len(payload) != length:
+            raise compress.corrupt('it ends inside its header')
+        raw.count += 8 + length - len(first)
+        raw.first = b''
         tag, record = container.parse_frame_payload(payload)
-        if tag == container.HEADER_TAG and self.header is None:
+        if tag == container.HEADER_TAG:
             self.header = record
-        elif tag == container.TRAILER_TAG:
-            self.trailer = record
 
 
 class _Plain(Source):
-    def _fill(self):
-        data = self.first or os.read(self.fd, READ_SIZE)
-        self.first = b''
-        self.raw_bytes += len(data)
-        if data:
-            self.buf += data
-        else:
-            self.eof = True
+    def __init__(self, fd, first):
+        Source.__init__(self)
+        self.raw = _RawInput(fd, first)
+
+    def _next(self, n):
+        return self.raw.read(n)
 
 
 class _ModuleZstd(Source):
     def __init__(self, fd, first):
-        Source.__init__(self, fd, first)
+        Source.__init__(self)
         self.compression = 'zstd'
-        self.dec = compress.ModuleDecompressor()
-        # the header frame comes first: parse it before any image byte is asked for
-        while self.header is None and not self.eof and not self.buf:
-            self._fill()
+        self.zstandard = compress._module()
+        self.raw = _RawInput(fd, first)
+        self._header_frame(self.raw)
+        self.reader = self.zstandard.ZstdDecompressor().stream_reader(
+            self.raw, read_size=READ_SIZE, read_across_frames=True)
 
-    def _fill(self):
-        data = self.first or os.read(self.fd, READ_SIZE)
-        self.first = b''
-        self.raw_bytes += len(data)
+    def _next(self, n):
+        try:
+            data = self.reader.read(n)
+        except self.zstandard.ZstdError as e:
+            raise compress.corrupt(str(e))
         if not data:
-            self.dec.finish()
-            self.eof = True
-            return
-        self.buf += self.dec.feed(data, self._on_skippable)
+            self.trailer = container.find_trailer(self.raw.tail)
+        return data
 
 
 class _CliZstd(Source):
-    """``zstd -d`` in a child; a thread feeds it and keeps the tail for the trailer."""
-    TAIL = 64 * 1024
+    """``zstd -d`` in a child process; a thread feeds it the input."""
 
     def __init__(self, fd, first):
-        Source.__init__(self, fd, first)
+        Source.__init__(self)
         self.compression = 'zstd'
-        if container.is_skippable(first):
-            length = struct.unpack('<I', first[4:8])[0]
-            rest = _read_exact(fd, 8 + length - len(first)) if len(first) < 8 + length else b''
-            first = first + rest
-            self._on_skippable(first[8:8 + length])
-        self.first = first
+        self.raw = _RawInput(fd, first)
+        self._header_frame(self.raw)
         try:
             self.proc = subprocess.Popen(['zstd', '-d', '-c', '-q'], stdin=subprocess.PIPE,
                                          stdout=subprocess.PIPE)
         except OSError as e:
             raise SRError('SMGeneral', 'neither python3-zstandard nor the zstd command '
                           'is available: %s' % e)
-        self.tail = b''
-        self.feed_error = None
+        self.out = self.proc.stdout.fileno()
         self.thread = threading.Thread(target=self._feed, name='zstd-feed')
         self.thread.daemon = True
         self.thread.start()
 
     def _feed(self):
         try:
-            data = self.first
-            while data:
-                self.raw_bytes += len(data)
-                self.tail = (self.tail + data)[-self.TAIL:]
+            while True:
+                data = self.raw.read(READ_SIZE)
+                if not data:
+                    break
                 self.proc.stdin.write(data)
-                data = os.read(self.fd, READ_SIZE)
-        except Exception as e:  # zstd died (corrupt input): reported by its status
-            self.feed_error = e
+        except Exception:  # zstd died (corrupt input): its exit status says so
+            pass
         finally:
             try:
                 self.proc.stdin.close()
             except Exception:
                 pass
 
-    def _fill(self):
-        data = self.proc.stdout.read1(READ_SIZE) if hasattr(self.proc.stdout, 'read1') \
-            else self.proc.stdout.read(READ_SIZE)
+    def _next(self, n):
+        data = os.read(self.out, min(n, READ_SIZE))
         if data:
-            self.buf += data
-            return
-        self.eof = True
+            return data
         self.thread.join()
         status = self.proc.wait()
         if status != 0:
             raise compress.corrupt('zstd -d exited with status %d' % status)
-        self.trailer = container.find_trailer(self.tail)
-
-    def finish(self):
-        while not self.eof:
-            self._fill()
-            self.buf = bytearray()
+        self.trailer = container.find_trailer(self.raw.tail)
+        return b''
 
 
 def open_input(fd, sidecar=None):

@@ -7,6 +7,7 @@ names; a driver without ``extents`` is read whole.
 """
 
 import os
+import time
 
 from framework import driver as contract
 from framework.commands import _Marker, _attach, _detach, _volume
@@ -108,6 +109,7 @@ def export_vdi(inv, location, out_fd, fmt, compression='zstd', base=None, sideca
         raise SRError('BadRequest', 'format %r is not one of raw, vhd, qcow2' % (fmt,))
     kind, level = compress.parse(compression)
     module = FORMATS[fmt]
+    start = time.time()
     driver = inv.driver
     with vdi_lock(inv.vdi_uuid or location):
         volume = _volume(inv, location)
@@ -166,9 +168,10 @@ def export_vdi(inv, location, out_fd, fmt, compression='zstd', base=None, sideca
             with open(sidecar, 'w') as f:
                 json.dump({'header': head, 'trailer': trailer}, f, sort_keys=True)
         bar.finish()
-        inv.log.info('export %s (%s, %s, base %s): %d bytes of data, digest %s'
-                     % (location, fmt, compression, base[0] if base else '-', data_bytes,
-                        trailer['digest']))
+        inv.log.info('export %s (%s, %s via %s, base %s): %d bytes of data in %.3f s, '
+                     'digest %s' % (location, fmt, compression, compress.backend()
+                                    if kind == 'zstd' else '-', base[0] if base else '-',
+                                    data_bytes, time.time() - start, trailer['digest']))
         return head, trailer
 
 
@@ -180,8 +183,7 @@ def detect(src, fmt=None):
             raise SRError('BadRequest', 'format %r is not one of raw, vhd, qcow2' % (named,))
         return FORMATS[named]
     start = src.read(8)
-    src.buf[0:0] = start
-    src.pos -= len(start)
+    src.unread(start)
     if start[:4] == b'QFI\xfb':
         return qcow2
     if start == b'conectix':
@@ -199,6 +201,7 @@ def import_vdi(inv, location, src, reader, fresh, progress=None):
     created (all zero), so zero data needs no writing. Verifies the srkit trailer."""
     driver = inv.driver
     head = src.header
+    start = time.time()
     with vdi_lock(inv.vdi_uuid or location):
         volume = _volume(inv, location)
         size = reader.virtual_size
@@ -269,8 +272,9 @@ def import_vdi(inv, location, src, reader, fresh, progress=None):
         if meta.get(CONTENT_OF, '') != source:
             meta[CONTENT_OF] = source
             driver.set_meta(location, meta)
-        inv.log.info('import into %s (%s%s): ok' % (location, reader.__class__.__module__,
-                                                    ', delta' if delta else ''))
+        inv.log.info('import into %s (%s%s): ok in %.3f s'
+                     % (location, reader.__class__.__module__.split('.')[-1],
+                        ', delta' if delta else '', time.time() - start))
 
 
 def _pwrite(fd, data, offset):

@@ -157,7 +157,7 @@ class Reader(object):
             else:
                 # coalesce clusters that follow each other both in the file and on the disk
                 count = 1
-                while pending and count < 64 and pending[0][2] == 'data' and \
+                while pending and count < 16 and pending[0][2] == 'data' and \
                         pending[0][0] == position + count * cluster and \
                         pending[0][3] == guest + count:
                     heapq.heappop(pending)

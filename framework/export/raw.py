@@ -40,7 +40,7 @@ class Reader(object):
     def blocks(self):
         while True:
             offset = self.src.pos
-            data = self.src.read(4 * UNIT)
+            data = self.src.read(UNIT)
             if not data:
                 return
             yield offset, data
