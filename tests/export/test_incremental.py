@@ -15,8 +15,8 @@ def _chain(sr, tmp_path, fmt):
     S0 and deltas S0->S1, S1->S2 named <snapshot uuid>.<fmt>.zst."""
     vdi = sr.create(SIZE)
     image = bytes(SIZE)
-    writes = [{0: os.urandom(MiB), 12 * MiB: os.urandom(3 * MiB)},
-              {12 * MiB + 4096: b"\x01" * 8192, 28 * MiB: os.urandom(MiB)},
+    writes = [{0: os.urandom(MiB), 12 * MiB: os.urandom(11 * MiB)},
+              {20 * MiB + 4096: b"\x01" * 8192, 28 * MiB: os.urandom(MiB)},
               {0: bytes(MiB), 29 * MiB - 100: os.urandom(200)}]   # zeroing is a change too
     snaps, files, states = [], [], []
     for step, pieces in enumerate(writes):
