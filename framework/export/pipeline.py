@@ -102,7 +102,7 @@ def _pread(fd, offset, length):
 
 
 def export_vdi(inv, location, out_fd, fmt, compression='zstd', base=None, sidecar=None,
-               progress=None):
+               status=None):
     """Write VDI ``location`` to ``out_fd``; ``base`` = (uuid, location) of a snapshot
     for a delta. Returns the header and trailer records."""
     if fmt not in FORMATS:
@@ -136,7 +136,7 @@ def export_vdi(inv, location, out_fd, fmt, compression='zstd', base=None, sideca
                                 'zstd' if kind == 'zstd' else 'none',
                                 {'data_bytes': data_bytes, 'cluster': container.CHUNK})
         digest = container.Digest()
-        bar = progress or Progress(data_bytes, 'export %s' % (inv.vdi_uuid or location)[:8])
+        bar = Progress(data_bytes, 'export %s' % (inv.vdi_uuid or location)[:8], status=status)
         with _Attached(inv, location, False) as path:
             dev = os.open(path, os.O_RDONLY)
             try:
@@ -196,7 +196,7 @@ def open_reader(src, fmt=None):
     return module.Reader(src, (src.header or {}).get('virtual_size'))
 
 
-def import_vdi(inv, location, src, reader, fresh, progress=None):
+def import_vdi(inv, location, src, reader, fresh, status=None):
     """Write ``reader``'s image into VDI ``location``; ``fresh``: the VDI was just
     created (all zero), so zero data needs no writing. Verifies the srkit trailer."""
     driver = inv.driver
@@ -227,7 +227,7 @@ def import_vdi(inv, location, src, reader, fresh, progress=None):
             clear = driver.extents(location) if contract.implements(
                 inv.driver_cls, 'extents') else [(0, volume.virtual_size)]
         total = (head or {}).get('data_bytes') or size or 0
-        bar = progress or Progress(total, 'import %s' % (inv.vdi_uuid or location)[:8])
+        bar = Progress(total, 'import %s' % (inv.vdi_uuid or location)[:8], status=status)
         digest = container.Digest()
         written = []
         with _Attached(inv, location, True) as path:

@@ -53,8 +53,9 @@ def _ask(control_fd, request):
     return answer
 
 
-def run(job, log, creator=None):
-    """Run one job. ``creator(virtual_size) -> (uuid, location)`` makes a new VDI."""
+def run(job, log, creator=None, status=None):
+    """Run one job. ``creator(virtual_size) -> (uuid, location)`` makes a new VDI;
+    ``status``: a file for the progress record."""
     from framework.export import instream, pipeline
     filename = job.get('filename') or '-'
     if job['op'] == 'export':
@@ -66,7 +67,8 @@ def run(job, log, creator=None):
                 if job.get('base_uuid') else None
             pipeline.export_vdi(inv, job['vdi_location'], fd, job.get('format') or 'raw',
                                 job.get('compression') or 'zstd', base,
-                                sidecar=None if filename == '-' else filename + '.srkit')
+                                sidecar=None if filename == '-' else filename + '.srkit',
+                                status=status)
         except BaseException:
             if fd != 1:  # no half-written export is left looking like a good one
                 for path in (filename, filename + '.srkit'):
@@ -98,7 +100,8 @@ def run(job, log, creator=None):
             job = dict(job, vdi_uuid=uuid, vdi_location=location)
             result = {'uuid': uuid}
         inv = _invocation(job, log)
-        pipeline.import_vdi(inv, job['vdi_location'], src, reader, bool(job.get('create')))
+        pipeline.import_vdi(inv, job['vdi_location'], src, reader, bool(job.get('create')),
+                            status=status)
         return result
     finally:
         if fd != 0:
@@ -106,7 +109,7 @@ def run(job, log, creator=None):
 
 
 def main(argv):
-    from framework.log import Log, describe_exception
+    from framework.log import Log
     log = Log()
     if len(argv) != 1:
         sys.stderr.write('usage: python3 -m framework.export JOB_JSON\n')
@@ -121,14 +124,28 @@ def main(argv):
         return answer['uuid'], answer['location']
     try:
         result = run(job, log, creator)
-    except SRError as e:
-        log.error('%s %s failed: %s %s' % (job.get('op'), job.get('vdi_uuid'), e.code, e.message))
-        sys.stderr.write('Error: %s\n' % log.scrub(e.message))
-        return 1
     except Exception as e:
-        log.error('%s: EXCEPTION %s' % (job.get('op'), describe_exception()))
-        sys.stderr.write('Error: %s: %s\n' % (type(e).__name__, log.scrub(str(e))))
-        return 1
+        return report_failure(log, job.get('op'), e)
     if control is not None:
         os.write(int(control), (json.dumps(dict(result, done=True)) + '\n').encode())
     return 0
+
+
+def report_failure(log, what, error, status=None):
+    """Log a failed transfer, say why on stderr (and in the status file); return 1."""
+    from framework.log import describe_exception
+    if isinstance(error, SRError):
+        text = error.message
+        log.error('%s failed: %s %s' % (what, error.code, text))
+    else:
+        text = '%s: %s' % (type(error).__name__, error)
+        log.error('%s: EXCEPTION %s' % (what, describe_exception()))
+    text = log.scrub(text)
+    sys.stderr.write('Error: %s\n' % text)
+    if status:
+        from framework.export.progress import write_status
+        try:
+            write_status(status, {'state': 'failed', 'error': text})
+        except (IOError, OSError):
+            pass
+    return 1
