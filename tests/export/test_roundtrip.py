@@ -8,7 +8,7 @@ import pytest
 
 from conftest import MiB, QEMU_FORMAT, apply, decompress, need_tools, pattern, qemu_img
 
-SIZE = 24 * MiB
+SIZE = 40 * MiB
 
 
 @pytest.mark.parametrize("kind", ["sparse", "dense"])

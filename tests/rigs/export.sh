@@ -3,13 +3,15 @@
 # Nothing runs: `up`, `env` and `down` have nothing to do.
 #
 #   tests/rigs/export.sh install    qemu-utils (qemu-img), zstd, python3-zstandard
-#                                   (what /usr/bin/python3 runs the export with), libvhdi-utils
+#                                   (what /usr/bin/python3 runs the export with),
+#                                   libvhdi-utils + python3-libvhdi (a second VHD reader that
+#                                   follows differencing chains, which qemu-img does not)
 set -euo pipefail
 
 case "${1:-}" in
 install)
     missing=""
-    for p in qemu-utils zstd python3-zstandard libvhdi-utils; do
+    for p in qemu-utils zstd python3-zstandard libvhdi-utils python3-libvhdi; do
         dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' \
             || missing="$missing $p"
     done
