@@ -101,6 +101,47 @@ def _pread(fd, offset, length):
     return data
 
 
+def _read_ahead(dev, runs, digest):
+    """(offset, data) of ``runs``, read and hashed by a thread while the caller
+    writes the previous pieces out (pread and sha256 release the GIL)."""
+    import queue
+    import threading
+    pieces = queue.Queue(4)
+    stop = []
+
+    def work():
+        try:
+            for offset, length in runs:
+                end = offset + length
+                while offset < end and not stop:
+                    data = _pread(dev, offset, min(PIECE, end - offset))
+                    digest.update(offset, data)
+                    pieces.put((offset, data))
+                    offset += len(data)
+            pieces.put(None)
+        except BaseException as e:
+            pieces.put(e)
+    thread = threading.Thread(target=work, name='srkit-export-read')
+    thread.daemon = True
+    thread.start()
+    try:
+        while True:
+            item = pieces.get()
+            if item is None:
+                break
+            if isinstance(item, BaseException):
+                raise item
+            yield item
+    finally:
+        stop.append(True)
+        while thread.is_alive():   # unblock a reader waiting on a full queue
+            try:
+                pieces.get(timeout=0.1)
+            except queue.Empty:
+                pass
+        thread.join()
+
+
 def export_vdi(inv, location, out_fd, fmt, compression='zstd', base=None, sidecar=None,
                status=None):
     """Write VDI ``location`` to ``out_fd``; ``base`` = (uuid, location) of a snapshot
@@ -145,15 +186,9 @@ def export_vdi(inv, location, out_fd, fmt, compression='zstd', base=None, sideca
                         container.HEADER_TAG, head))
                 sink = compress.compressor(out_fd, kind, level)
                 writer = module.Writer(sink, size, runs, parent, unique_id=inv.vdi_uuid or '')
-                for offset, length in runs:
-                    end = offset + length
-                    while offset < end:
-                        n = min(PIECE, end - offset)
-                        data = _pread(dev, offset, n)
-                        digest.update(offset, data)
-                        writer.data(offset, data)
-                        bar.add(n)
-                        offset += n
+                for offset, data in _read_ahead(dev, runs, digest):
+                    writer.data(offset, data)
+                    bar.add(len(data))
                 writer.close()
                 sink.close()
             finally:
