@@ -198,6 +198,8 @@ class _CliZstd(Source):
             raise SRError('SMGeneral', 'neither python3-zstandard nor the zstd command '
                           'is available: %s' % e)
         self.out = self.proc.stdout.fileno()
+        compress.big_pipe(self.out)
+        compress.big_pipe(self.proc.stdin.fileno())
         self.thread = threading.Thread(target=self._feed, name='zstd-feed')
         self.thread.daemon = True
         self.thread.start()

@@ -10,10 +10,13 @@ import os
 import time
 
 from framework import driver as contract
-from framework.commands import _Marker, _attach, _detach, _volume
+# the attach bookkeeping a VDI shares with xapi's own vdi_attach on this host
+# (whoever moves these out of framework.commands: keep them importable here)
+from framework.commands import _Marker, _attach, _detach
 from framework.errors import SRError
 from framework.locks import vdi_lock
 from framework.export import compress, container, instream, qcow2, raw, vhd
+from framework.export.device import Device
 from framework.export.progress import Progress
 
 FORMATS = {'raw': raw, 'vhd': vhd, 'qcow2': qcow2}
@@ -90,15 +93,11 @@ class _Attached(object):
         return False
 
 
-def _pread(fd, offset, length):
-    data = os.pread(fd, length, offset)
-    while len(data) < length:
-        more = os.pread(fd, length - len(data), offset + len(data))
-        if not more:
-            raise SRError('VDIUnavailable', 'the device ends at %d, before %d'
-                          % (offset + len(data), offset + length))
-        data += more
-    return data
+def _volume(inv, location):
+    volume = inv.driver.get(location)
+    if volume is None:
+        raise SRError('VDIMissing', 'no VDI at location %s in SR %s' % (location, inv.sr_uuid))
+    return volume
 
 
 def _read_ahead(dev, runs, digest):
@@ -114,7 +113,10 @@ def _read_ahead(dev, runs, digest):
             for offset, length in runs:
                 end = offset + length
                 while offset < end and not stop:
-                    data = _pread(dev, offset, min(PIECE, end - offset))
+                    try:
+                        data = dev.pread(offset, min(PIECE, end - offset))
+                    except EOFError as e:
+                        raise SRError('VDIUnavailable', str(e))
                     digest.update(offset, data)
                     pieces.put((offset, data))
                     offset += len(data)
@@ -175,11 +177,11 @@ def export_vdi(inv, location, out_fd, fmt, compression='zstd', base=None, sideca
         data_bytes = sum(length for _, length in runs)
         head = container.header(fmt, size, inv.vdi_uuid or location, base[0] if base else '',
                                 'zstd' if kind == 'zstd' else 'none',
-                                {'data_bytes': data_bytes, 'cluster': container.CHUNK})
+                                {'data_bytes': data_bytes, 'digest_chunk': container.CHUNK})
         digest = container.Digest()
         bar = Progress(data_bytes, 'export %s' % (inv.vdi_uuid or location)[:8], status=status)
         with _Attached(inv, location, False) as path:
-            dev = os.open(path, os.O_RDONLY)
+            dev = Device(path, writable=False)
             try:
                 if kind == 'zstd':
                     compress._write_all(out_fd, container.skippable_frame(
@@ -192,7 +194,7 @@ def export_vdi(inv, location, out_fd, fmt, compression='zstd', base=None, sideca
                 writer.close()
                 sink.close()
             finally:
-                os.close(dev)
+                dev.close()
         trailer = {'digest': digest.hexdigest(size), 'data_bytes': data_bytes,
                    'chunks': digest.chunks}
         if kind == 'zstd':
@@ -266,15 +268,17 @@ def import_vdi(inv, location, src, reader, fresh, status=None):
         digest = container.Digest()
         written = []
         with _Attached(inv, location, True) as path:
-            dev = os.open(path, os.O_WRONLY)
+            dev = Device(path, writable=True)
+            synced = False
             try:
                 for offset, data in reader.blocks():
                     n = len(data)
                     if offset + n > volume.virtual_size:
                         raise compress.corrupt('data at %d beyond the disk' % offset)
                     digest.update(offset, data)
-                    if not (fresh and data == _ZERO[:n] if n <= PIECE else False):
-                        _pwrite(dev, data, offset)
+                    skip = fresh and n <= PIECE and data == _ZERO[:n]  # a new VDI is zero
+                    if not skip:
+                        dev.pwrite(offset, data)
                         if clear:
                             if written and written[-1][0] + written[-1][1] == offset:
                                 written[-1] = (written[-1][0], written[-1][1] + n)
@@ -295,12 +299,12 @@ def import_vdi(inv, location, src, reader, fresh, status=None):
                     for offset, length in subtract(clear, written):
                         while length > 0:
                             n = min(PIECE, length)
-                            _pwrite(dev, memoryview(_ZERO)[:n], offset)
+                            dev.pwrite(offset, memoryview(_ZERO)[:n])
                             offset += n
                             length -= n
-                os.fsync(dev)
+                synced = True
             finally:
-                os.close(dev)
+                dev.close(sync=synced)
         bar.finish()
         source = (head or {}).get('source', '')
         meta = dict(volume.meta)
@@ -310,11 +314,3 @@ def import_vdi(inv, location, src, reader, fresh, status=None):
         inv.log.info('import into %s (%s%s): ok in %.3f s'
                      % (location, reader.__class__.__module__.split('.')[-1],
                         ', delta' if delta else '', time.time() - start))
-
-
-def _pwrite(fd, data, offset):
-    mv = memoryview(data)
-    while mv:
-        n = os.pwrite(fd, mv, offset)
-        mv = mv[n:]
-        offset += n

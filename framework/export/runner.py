@@ -90,6 +90,9 @@ def run(job, log, creator=None, status=None):
         result = {}
         if job.get('create'):
             size = reader.virtual_size
+            if size is None and src.compression == 'none' and filename != '-':
+                size = os.fstat(fd).st_size   # a bare raw file is as big as the disk
+                reader.virtual_size = size
             if size is None:
                 raise SRError('VDISize', 'a raw stream without srkit metadata does not say '
                               'how big the disk is: create the VDI and import with uuid=')

@@ -17,6 +17,8 @@ SIZE = 40 * MiB
 def test_round_trip(any_sr, tmp_path, fmt, compression, kind):
     need_tools("zstd", "qemu-img")
     sr = any_sr
+    if sr.kind == "rbd" and kind == "dense" and compression == "none":
+        pytest.skip("covered on local; the rbd matrix keeps the suite short")
     vdi = sr.create(SIZE)
     pieces = pattern(kind, SIZE)
     sr.write(vdi, pieces)
