@@ -12,7 +12,6 @@ import os
 import socket
 import subprocess
 import sys
-import threading
 
 from simulator.errors import XapiError
 from simulator.xapi_api import now_iso

@@ -16,7 +16,6 @@ import subprocess
 from framework.errors import SRError
 
 DEFAULT_LEVEL = 3
-WRITE_SIZE = 4 * 1024 * 1024
 
 
 def parse(spec):

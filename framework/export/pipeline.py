@@ -15,7 +15,7 @@ from framework import driver as contract
 from framework.commands import _Marker, _attach, _detach
 from framework.errors import SRError
 from framework.locks import vdi_lock
-from framework.export import compress, container, instream, qcow2, raw, vhd
+from framework.export import compress, container, qcow2, raw, vhd
 from framework.export.device import Device
 from framework.export.progress import Progress
 

@@ -1,6 +1,5 @@
 """Images written by another tool (qemu-img) import, whatever their compression;
 limits of the formats are enforced."""
-import os
 import subprocess
 import sys
 
