@@ -78,7 +78,7 @@ def test_plugin_export_job_and_progress(local_sr, host_env, tmp_path, monkeypatc
                 "SRKIT_JOB_DIR"):
         monkeypatch.setenv(key, host_env[key])
     plugin = _plugin()
-    plugin.sys.executable = "/usr/bin/python3"   # as on a host: the plugin runs under it
+    monkeypatch.setattr(plugin, "PYTHON", "/usr/bin/python3")   # as on a host
     out = str(tmp_path / "d.qcow2.zst")
     job = plugin.vdi_export(None, {"uuid": vdi, "filename": out, "format": "qcow2"})
     deadline = time.time() + 60
