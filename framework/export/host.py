@@ -165,5 +165,14 @@ def main(argv=None):
     return 0
 
 
+def vdi_export(argv):
+    """``srkit vdi-export …`` (simulator/cli.py's dispatcher, as the host's srkit)."""
+    return main(['vdi-export'] + list(argv))
+
+
+def vdi_import(argv):
+    return main(['vdi-import'] + list(argv))
+
+
 if __name__ == '__main__':
     sys.exit(main())

@@ -49,6 +49,18 @@ def test_host_export_and_import_by_uuid(local_sr, host_env, tmp_path):
     assert sr.read(target) == apply(bytes(SIZE), pieces)
 
 
+def test_srkit_vdi_export_subcommand(local_sr, host_env, tmp_path):
+    """`srkit vdi-export` (what the host's /usr/bin/srkit offers) runs the host module."""
+    vdi = local_sr.create(SIZE)
+    out = str(tmp_path / "d.raw")
+    proc = subprocess.run(["/usr/bin/python3", "-c", "import sys; from simulator import cli; "
+                           "sys.exit(cli.main())", "vdi-export", "uuid=" + vdi,
+                           "filename=" + out, "compression=none"],
+                          env=host_env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, cwd="/")
+    assert proc.returncode == 0, proc.stderr
+    assert os.path.getsize(out) == SIZE
+
+
 def test_host_errors_are_clear(local_sr, host_env, tmp_path):
     vdi = local_sr.create(SIZE)
     status = str(tmp_path / "status.json")
