@@ -18,6 +18,9 @@ SUBCOMMANDS = {
     "demo": ("simulator.demo:main", "the main job end to end on the embedded `local` backend"),
     "conformance": ("simulator.conformance.run:main", "run the conformance suite against a driver"),
     "docs": ("simulator.docgen:main", "print (or --write) docs/device-config.md"),
+    # on a host: through the local xapi (docs/export.md); here, `srkit xe vdi-export`
+    "vdi-export": ("framework.export.host:vdi_export", "export a VDI (on a host, via its xapi)"),
+    "vdi-import": ("framework.export.host:vdi_import", "import a VDI (on a host, via its xapi)"),
 }
 
 

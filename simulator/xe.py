@@ -264,11 +264,17 @@ def vdi_attach(pool, a):
     return (result.get("params") or result.get("params_nbd") or "") + "\n"
 
 
-# --- vdi-copy (simulator/vdi_copy.py: xapi's attach-both-and-copy) --------------------
 def vdi_copy(pool, a):
     from simulator.vdi_copy import vdi_copy as copy
     return _uuid_of(pool, "VDI", copy(pool, _ref(pool, "VDI", a), _ref(pool, "SR", a, "sr-uuid")))
-# --- end vdi-copy ------------------------------------------------------------------------
+
+
+def _export(name, pool, a):
+    from simulator import export
+    try:
+        return getattr(export, name)(pool, a)
+    except export.ExportError as e:
+        raise UsageError(str(e))
 
 
 def _done(fn):
@@ -313,6 +319,12 @@ COMMANDS = {
     "vdi-introduce": (vdi_introduce, "sr-uuid= uuid= location= sm-config:k=v"),
     "vdi-copy": (vdi_copy, "uuid= sr-uuid=: a new VDI on that SR with the same data, "
                            "name and description; prints its uuid"),
+    "vdi-export": (lambda p, a: _export("vdi_export", p, a),
+                   "uuid= filename=|- format=raw|vhd|qcow2 compression=zstd[:level]|none "
+                   "base=<snapshot uuid>"),
+    "vdi-import": (lambda p, a: _export("vdi_import", p, a),
+                   "uuid= filename=|- [format=]; or (srkit extension) sr-uuid= filename= "
+                   "name-label=: creates the VDI, prints its uuid"),
     "secret-create": (lambda p, a: p.secret_create(a.need("value")) + "\n", "value="),
     # srkit extensions (not in xe): a dom0 plug / unplug of a VDI
     "vdi-attach": (vdi_attach, "[srkit extension] uuid= host-uuid= mode=RW|RO; prints the "

@@ -1,0 +1,178 @@
+"""``srkit vdi-export`` / ``srkit vdi-import`` on a host: the same pipeline, with the
+SR and VDI found through the local xapi (as xe finds them), run in this process.
+
+    python3 -m framework.export.host vdi-export uuid=<vdi> filename=<file>|- \\
+        [format=raw|vhd|qcow2] [compression=zstd[:level]|none] [base=<snapshot uuid>]
+    python3 -m framework.export.host vdi-import uuid=<vdi> filename=<file>|- [format=]
+    python3 -m framework.export.host vdi-import sr-uuid=<sr> filename=<file>|- [name-label=]
+
+``--status FILE`` keeps a JSON progress record there (the xapi plugin's
+``progress`` reads it). The session is a local root login on xapi's UNIX socket
+(SRKIT_XAPI_SOCKET overrides the path, as for the drivers). Exit status 0 on
+success, 1 with "Error: …" on stderr otherwise.
+"""
+
+import json
+import os
+import sys
+
+from framework.errors import SRError
+
+USAGE = __doc__.split('\n\n')[1]
+
+
+def parse(argv):
+    """xe-style key=value arguments and ``--status FILE``."""
+    args, status = {}, None
+    rest = list(argv)
+    while rest:
+        item = rest.pop(0)
+        if item == '--status' and rest:
+            status = rest.pop(0)
+            continue
+        key, eq, value = item.partition('=')
+        if not eq:
+            raise SRError('BadRequest', 'expected key=value, got %r' % item)
+        args[key] = value
+    return args, status
+
+
+class Host(object):
+    """What this host's xapi says about SRs and VDIs."""
+
+    def __init__(self):
+        from framework.xapi import DEFAULT_SOCKET, _session
+        self.session = _session(os.environ.get('SRKIT_XAPI_SOCKET') or DEFAULT_SOCKET, None, '')
+        self.session.xenapi.login_with_password('root', '', '1.0', 'srkit')
+        self.api = self.session.xenapi
+        self.ref = self.session._session
+        self.host = self.api.session.get_this_host(self.ref)
+
+    def close(self):
+        try:
+            self.api.session.logout()
+        except Exception:
+            pass
+
+    def vdi(self, uuid):
+        ref = self.api.VDI.get_by_uuid(uuid)
+        return ref, self.api.VDI.get_record(ref)
+
+    def job(self, sr_ref, **fields):
+        """The runner's job for SR ``sr_ref`` as this host's PBD sees it."""
+        sr = self.api.SR.get_record(sr_ref)
+        pbds = self.api.PBD.get_all_records_where('field "SR" = "%s" and field "host" = "%s"'
+                                                  % (sr_ref, self.host))
+        if not pbds:
+            raise SRError('SRUnavailable', 'SR %s has no PBD on this host' % sr['uuid'])
+        pbd = list(pbds.values())[0]
+        if not pbd.get('currently_attached'):
+            raise SRError('SRUnavailable', 'SR %s is not plugged on this host' % sr['uuid'])
+        dc = dict(pbd['device_config'])
+        if 'SRmaster' not in dc:   # as xapi adds it to every SM call
+            master = self.api.pool.get_master(self.api.pool.get_all()[0])
+            dc['SRmaster'] = 'true' if (master == self.host or not sr['shared']) else 'false'
+        job = {'sr_type': sr['type'], 'sr_uuid': sr['uuid'], 'sr_ref': sr_ref,
+               'device_config': dc, 'host_ref': self.host, 'session_ref': self.ref}
+        job.update(fields)
+        return job
+
+    def create_vdi(self, sr_ref, size, label):
+        ref = self.api.VDI.create({
+            'SR': sr_ref, 'virtual_size': str(size), 'name_label': label,
+            'name_description': 'imported by srkit', 'type': 'user', 'sharable': False,
+            'read_only': False, 'other_config': {}, 'xenstore_data': {}, 'sm_config': {},
+            'tags': []})
+        return ref, self.api.VDI.get_uuid(ref), self.api.VDI.get_location(ref)
+
+
+def run(command, args, log, status=None):
+    from framework.export import runner
+    host = Host()
+    created = []
+    try:
+        filename = args.get('filename')
+        if not filename:
+            raise SRError('BadRequest', 'filename= is required ("-" for %s)'
+                          % ('stdout' if command == 'vdi-export' else 'stdin'))
+        if filename != '-':
+            filename = os.path.abspath(filename)
+        if command == 'vdi-export':
+            _, vdi = host.vdi(args['uuid'])
+            fields = {'op': 'export', 'vdi_uuid': vdi['uuid'], 'vdi_location': vdi['location'],
+                      'format': args.get('format', 'raw'),
+                      'compression': args.get('compression', 'zstd'), 'filename': filename}
+            if args.get('base'):
+                _, base = host.vdi(args['base'])
+                if base['SR'] != vdi['SR']:
+                    raise SRError('BadRequest', 'base %s is not in the SR of %s'
+                                  % (args['base'], args['uuid']))
+                fields.update(base_uuid=base['uuid'], base_location=base['location'])
+            return runner.run(host.job(vdi['SR'], **fields), log, status=status)
+        if command != 'vdi-import':
+            raise SRError('BadRequest', 'unknown command %r\n%s' % (command, USAGE))
+        if args.get('uuid'):
+            _, vdi = host.vdi(args['uuid'])
+            return runner.run(host.job(vdi['SR'], op='import', vdi_uuid=vdi['uuid'],
+                                       vdi_location=vdi['location'], filename=filename,
+                                       format=args.get('format', '')), log, status=status)
+        sr_ref = host.api.SR.get_by_uuid(args['sr-uuid'])
+
+        def creator(size):
+            ref, uuid, location = host.create_vdi(sr_ref, size,
+                                                  args.get('name-label', 'imported'))
+            created.append(ref)
+            return uuid, location
+        return runner.run(host.job(sr_ref, op='import', filename=filename, create=True,
+                                   format=args.get('format', '')), log, creator, status=status)
+    except BaseException:
+        for ref in created:   # an import that created its VDI removes it on failure
+            try:
+                host.api.VDI.destroy(ref)
+            except Exception as e:
+                log.error('could not remove VDI %s after a failed import: %s' % (ref, e))
+        raise
+    finally:
+        host.close()
+
+
+def main(argv=None):
+    from framework.log import Log
+    from framework.export.runner import report_failure
+    argv = sys.argv[1:] if argv is None else argv
+    if not argv or argv[0] in ('-h', '--help', 'help'):
+        sys.stdout.write(USAGE + '\n')
+        return 0 if argv else 2
+    log = Log()
+    status = None
+    try:
+        args, status = parse(argv[1:])
+        result = run(argv[0], args, log, status)
+    except Exception as e:
+        return report_failure(log, argv[0], e, status)
+    if status:
+        from framework.export.progress import write_status
+        record = {}
+        try:
+            with open(status) as f:
+                record = json.load(f)
+        except (IOError, OSError, ValueError):
+            pass
+        record.update(result, state='done')
+        write_status(status, record)
+    if result.get('uuid'):
+        sys.stdout.write(result['uuid'] + '\n')
+    return 0
+
+
+def vdi_export(argv):
+    """``srkit vdi-export …`` (simulator/cli.py's dispatcher, as the host's srkit)."""
+    return main(['vdi-export'] + list(argv))
+
+
+def vdi_import(argv):
+    return main(['vdi-import'] + list(argv))
+
+
+if __name__ == '__main__':
+    sys.exit(main())

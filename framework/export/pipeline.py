@@ -1,0 +1,317 @@
+"""Export and import of one VDI, written once on the driver primitives.
+
+The VDI is attached (and activated, where the driver has ``activate``) on this
+host for the transfer unless it already is, under the framework's VDI lock.
+Export reads only what ``extents`` (or, for a delta, ``changed_extents``)
+names; a driver without ``extents`` is read whole.
+"""
+
+import os
+import time
+
+from framework import driver as contract
+# the attach bookkeeping a VDI shares with xapi's own vdi_attach on this host
+# the datapath bookkeeping xapi's own attach uses, so an export borrows or leaves it as it was
+from framework.datapath import _attach, _detach
+from framework.markers import Marker as _Marker
+from framework.errors import SRError
+from framework.locks import vdi_lock
+from framework.export import compress, container, qcow2, raw, vhd
+from framework.export.device import Device
+from framework.export.progress import Progress
+
+FORMATS = {'raw': raw, 'vhd': vhd, 'qcow2': qcow2}
+# set on a VDI by every import: the VDI (usually a snapshot) whose content it now
+# holds, so a delta is applied only on top of its own base
+CONTENT_OF = 'srkit_content_of'
+PIECE = 4 * 1024 * 1024
+_ZERO = bytes(PIECE)
+
+
+def align(extents, unit, size):
+    """Sorted, merged [(offset, length)] covering ``extents`` in whole ``unit``s."""
+    spans = []
+    for offset, length in sorted(extents):
+        if length <= 0:
+            continue
+        start = offset // unit * unit
+        end = min((offset + length + unit - 1) // unit * unit, size)
+        if spans and start <= spans[-1][1]:
+            spans[-1][1] = max(spans[-1][1], end)
+        elif start < end:
+            spans.append([start, end])
+    return [(s, e - s) for s, e in spans]
+
+
+def subtract(extents, taken):
+    """The parts of ``extents`` not covered by the sorted, disjoint ``taken``."""
+    out = []
+    for offset, length in sorted(extents):
+        pos, end = offset, offset + length
+        for t_off, t_len in taken:
+            if t_off + t_len <= pos or t_off >= end:
+                continue
+            if t_off > pos:
+                out.append((pos, t_off - pos))
+            pos = max(pos, t_off + t_len)
+        if pos < end:
+            out.append((pos, end - pos))
+    return out
+
+
+class _Attached(object):
+    """The VDI's device on this host for the duration of a transfer."""
+
+    def __init__(self, inv, location, writable):
+        self.inv, self.location, self.writable = inv, location, writable
+        self.attached = self.activated = False
+
+    def __enter__(self):
+        inv, location = self.inv, self.location
+        known = _Marker(inv, location, 'attach').read()
+        if known and os.path.exists(known):
+            path = known   # a VM or an admin has it plugged: borrow it, leave it so
+        else:
+            path = _attach(inv, location, self.writable)['params']
+            self.attached = True
+        if contract.implements(inv.driver_cls, 'activate'):
+            marker = _Marker(inv, location, 'active')
+            if marker.read() is None:
+                inv.driver.activate(location, self.writable)
+                marker.write('rw' if self.writable else 'ro')
+                self.activated = True
+        return path
+
+    def __exit__(self, *exc):
+        inv, location = self.inv, self.location
+        try:
+            if self.activated:
+                inv.driver.deactivate(location)
+                _Marker(inv, location, 'active').clear()
+        finally:
+            if self.attached:
+                _detach(inv, location)
+        return False
+
+
+def _volume(inv, location):
+    volume = inv.driver.get(location)
+    if volume is None:
+        raise SRError('VDIMissing', 'no VDI at location %s in SR %s' % (location, inv.sr_uuid))
+    return volume
+
+
+def _read_ahead(dev, runs, digest):
+    """(offset, data) of ``runs``, read and hashed by a thread while the caller
+    writes the previous pieces out (pread and sha256 release the GIL)."""
+    import queue
+    import threading
+    pieces = queue.Queue(4)
+    stop = []
+
+    def work():
+        try:
+            for offset, length in runs:
+                end = offset + length
+                while offset < end and not stop:
+                    try:
+                        data = dev.pread(offset, min(PIECE, end - offset))
+                    except EOFError as e:
+                        raise SRError('VDIUnavailable', str(e))
+                    digest.update(offset, data)
+                    pieces.put((offset, data))
+                    offset += len(data)
+            pieces.put(None)
+        except BaseException as e:
+            pieces.put(e)
+    thread = threading.Thread(target=work, name='srkit-export-read')
+    thread.daemon = True
+    thread.start()
+    try:
+        while True:
+            item = pieces.get()
+            if item is None:
+                break
+            if isinstance(item, BaseException):
+                raise item
+            yield item
+    finally:
+        stop.append(True)
+        while thread.is_alive():   # unblock a reader waiting on a full queue
+            try:
+                pieces.get(timeout=0.1)
+            except queue.Empty:
+                pass
+        thread.join()
+
+
+def export_vdi(inv, location, out_fd, fmt, compression='zstd', base=None, sidecar=None,
+               status=None):
+    """Write VDI ``location`` to ``out_fd``; ``base`` = (uuid, location) of a snapshot
+    for a delta. Returns the header and trailer records."""
+    if fmt not in FORMATS:
+        raise SRError('BadRequest', 'format %r is not one of raw, vhd, qcow2' % (fmt,))
+    kind, level = compress.parse(compression)
+    module = FORMATS[fmt]
+    start = time.time()
+    driver = inv.driver
+    with vdi_lock(inv.vdi_uuid or location):
+        volume = _volume(inv, location)
+        size = volume.virtual_size
+        parent = None
+        if base:
+            if not module.Writer.supports_delta:
+                raise SRError('BadRequest', 'a %s export cannot carry a delta: use vhd or '
+                              'qcow2 with base=' % fmt)
+            if not contract.implements(inv.driver_cls, 'changed_extents'):
+                raise SRError('Unimplemented', '%s SRs cannot list what changed since a '
+                              'snapshot (no changed_extents): export without base= for a '
+                              'full copy' % inv.driver_cls.name)
+            _volume(inv, base[1])
+            extents = driver.changed_extents(location, base[1])
+            parent = {'uuid': base[0], 'name': '%s.%s' % (base[0], fmt)}
+        elif contract.implements(inv.driver_cls, 'extents'):
+            extents = driver.extents(location)
+        else:
+            extents = [(0, size)]
+        runs = align(extents, max(module.UNIT, raw.UNIT), size)
+        data_bytes = sum(length for _, length in runs)
+        head = container.header(fmt, size, inv.vdi_uuid or location, base[0] if base else '',
+                                'zstd' if kind == 'zstd' else 'none',
+                                {'data_bytes': data_bytes, 'digest_chunk': container.CHUNK})
+        digest = container.Digest()
+        bar = Progress(data_bytes, 'export %s' % (inv.vdi_uuid or location)[:8], status=status)
+        with _Attached(inv, location, False) as path:
+            dev = Device(path, writable=False)
+            try:
+                if kind == 'zstd':
+                    compress._write_all(out_fd, container.skippable_frame(
+                        container.HEADER_TAG, head))
+                sink = compress.compressor(out_fd, kind, level)
+                writer = module.Writer(sink, size, runs, parent, unique_id=inv.vdi_uuid or '')
+                for offset, data in _read_ahead(dev, runs, digest):
+                    writer.data(offset, data)
+                    bar.add(len(data))
+                writer.close()
+                sink.close()
+            finally:
+                dev.close()
+        trailer = {'digest': digest.hexdigest(size), 'data_bytes': data_bytes,
+                   'chunks': digest.chunks}
+        if kind == 'zstd':
+            compress._write_all(out_fd, container.skippable_frame(container.TRAILER_TAG,
+                                                                   trailer))
+        elif sidecar:
+            import json
+            with open(sidecar, 'w') as f:
+                json.dump({'header': head, 'trailer': trailer}, f, sort_keys=True)
+        bar.finish()
+        inv.log.info('export %s (%s, %s via %s, base %s): %d bytes of data in %.3f s, '
+                     'digest %s' % (location, fmt, compression, compress.backend()
+                                    if kind == 'zstd' else '-', base[0] if base else '-',
+                                    data_bytes, time.time() - start, trailer['digest']))
+        return head, trailer
+
+
+def detect(src, fmt=None):
+    """The reader module for a stream: srkit's header, else the image's magic, else raw."""
+    named = fmt or (src.header or {}).get('format')
+    if named:
+        if named not in FORMATS:
+            raise SRError('BadRequest', 'format %r is not one of raw, vhd, qcow2' % (named,))
+        return FORMATS[named]
+    start = src.read(8)
+    src.unread(start)
+    if start[:4] == b'QFI\xfb':
+        return qcow2
+    if start == b'conectix':
+        return vhd
+    return raw
+
+
+def open_reader(src, fmt=None):
+    module = detect(src, fmt)
+    return module.Reader(src, (src.header or {}).get('virtual_size'))
+
+
+def import_vdi(inv, location, src, reader, fresh, status=None):
+    """Write ``reader``'s image into VDI ``location``; ``fresh``: the VDI was just
+    created (all zero), so zero data needs no writing. Verifies the srkit trailer."""
+    driver = inv.driver
+    head = src.header
+    start = time.time()
+    with vdi_lock(inv.vdi_uuid or location):
+        volume = _volume(inv, location)
+        size = reader.virtual_size
+        if size is not None and size > volume.virtual_size:
+            raise SRError('VDISize', 'the stream holds a %d-byte disk; VDI %s has %d bytes'
+                          % (size, location, volume.virtual_size))
+        delta = reader.is_delta or bool(head and head.get('base'))
+        if delta:
+            if fresh:
+                raise SRError('BadRequest', 'this stream is a delta on top of %s: import it '
+                              'with uuid= of the VDI that holds that base'
+                              % ((head or {}).get('base') or reader.parent))
+            if not head:
+                raise SRError('VDIUnavailable', 'a delta without srkit metadata cannot be '
+                              'checked against its base; refusing it')
+            holds = volume.meta.get(CONTENT_OF, '')
+            if holds != head['base']:
+                raise SRError('VDIUnavailable', 'base mismatch: this delta applies on top of '
+                              '%s, but VDI %s holds %s' % (head['base'], location,
+                                                           holds or 'no imported content'))
+        clear = []
+        if not fresh and not delta:
+            clear = driver.extents(location) if contract.implements(
+                inv.driver_cls, 'extents') else [(0, volume.virtual_size)]
+        total = (head or {}).get('data_bytes') or size or 0
+        bar = Progress(total, 'import %s' % (inv.vdi_uuid or location)[:8], status=status)
+        digest = container.Digest()
+        written = []
+        with _Attached(inv, location, True) as path:
+            dev = Device(path, writable=True)
+            synced = False
+            try:
+                for offset, data in reader.blocks():
+                    n = len(data)
+                    if offset + n > volume.virtual_size:
+                        raise compress.corrupt('data at %d beyond the disk' % offset)
+                    digest.update(offset, data)
+                    skip = fresh and n <= PIECE and data == _ZERO[:n]  # a new VDI is zero
+                    if not skip:
+                        dev.pwrite(offset, data)
+                        if clear:
+                            if written and written[-1][0] + written[-1][1] == offset:
+                                written[-1] = (written[-1][0], written[-1][1] + n)
+                            else:
+                                written.append((offset, n))
+                    bar.add(n)
+                src.finish()
+                if head is not None:
+                    trailer = src.trailer
+                    if trailer is None:
+                        raise compress.corrupt('its digest trailer is missing')
+                    got = digest.hexdigest(size or volume.virtual_size)
+                    if got != trailer.get('digest'):
+                        raise compress.corrupt('the digest of the disk content is %s, the '
+                                               'export recorded %s' % (got, trailer.get('digest')))
+                if clear:
+                    written.sort()
+                    for offset, length in subtract(clear, written):
+                        while length > 0:
+                            n = min(PIECE, length)
+                            dev.pwrite(offset, memoryview(_ZERO)[:n])
+                            offset += n
+                            length -= n
+                synced = True
+            finally:
+                dev.close(sync=synced)
+        bar.finish()
+        source = (head or {}).get('source', '')
+        meta = dict(volume.meta)
+        if meta.get(CONTENT_OF, '') != source:
+            meta[CONTENT_OF] = source
+            driver.set_meta(location, meta)
+        inv.log.info('import into %s (%s%s): ok in %.3f s'
+                     % (location, reader.__class__.__module__.split('.')[-1],
+                        ', delta' if delta else '', time.time() - start))

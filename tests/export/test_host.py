@@ -1,0 +1,108 @@
+"""The host-side entry points, run against the simulator's XenAPI server the way
+they run against a host's xapi: `python3 -m framework.export.host` and the xapi
+plugin `plugins/srkit` (its functions; XenAPIPlugin is not on this machine)."""
+import importlib.machinery
+import importlib.util
+import json
+import os
+import subprocess
+import time
+
+import pytest
+
+from conftest import REPO, MiB, apply, pattern
+
+SIZE = 16 * MiB
+
+
+@pytest.fixture
+def host_env(local_sr, tmp_path):
+    pool = local_sr.pool
+    dirs = pool.host_dirs(pool.master)
+    with pool.server.running() as socket_path:
+        yield dict(os.environ, SRKIT_XAPI_SOCKET=socket_path, SRKIT_LOCK_DIR=dirs["lock"],
+                   SRKIT_STATE_DIR=dirs["state"], PYTHONPATH=REPO,
+                   SRKIT_LOG_FILE=os.path.join(pool.path, "SMlog"),
+                   SRKIT_JOB_DIR=str(tmp_path / "jobs"))
+
+
+def host(env, *args):
+    return subprocess.run(["/usr/bin/python3", "-m", "framework.export.host"] + list(args),
+                          env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, cwd="/")
+
+
+def test_host_export_and_import_by_uuid(local_sr, host_env, tmp_path):
+    sr = local_sr
+    vdi = sr.create(SIZE)
+    pieces = pattern("sparse", SIZE)
+    sr.write(vdi, pieces)
+    out = str(tmp_path / "d.vhd.zst")
+    status = str(tmp_path / "status.json")
+    proc = host(host_env, "vdi-export", "uuid=" + vdi, "filename=" + out, "format=vhd",
+                "--status", status)
+    assert proc.returncode == 0, proc.stderr
+    record = json.load(open(status))
+    assert record["state"] == "done" and record["done"] == record["total"] > 0
+    target = sr.create(SIZE)
+    proc = host(host_env, "vdi-import", "uuid=" + target, "filename=" + out)
+    assert proc.returncode == 0, proc.stderr
+    assert sr.read(target) == apply(bytes(SIZE), pieces)
+
+
+def test_srkit_vdi_export_subcommand(local_sr, host_env, tmp_path):
+    """`srkit vdi-export` (what the host's /usr/bin/srkit offers) runs the host module."""
+    vdi = local_sr.create(SIZE)
+    out = str(tmp_path / "d.raw")
+    proc = subprocess.run(["/usr/bin/python3", "-c", "import sys; from simulator import cli; "
+                           "sys.exit(cli.main())", "vdi-export", "uuid=" + vdi,
+                           "filename=" + out, "compression=none"],
+                          env=host_env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, cwd="/")
+    assert proc.returncode == 0, proc.stderr
+    assert os.path.getsize(out) == SIZE
+
+
+def test_host_errors_are_clear(local_sr, host_env, tmp_path):
+    vdi = local_sr.create(SIZE)
+    status = str(tmp_path / "status.json")
+    proc = host(host_env, "vdi-export", "uuid=" + vdi, "filename=" + str(tmp_path / "x"),
+                "format=vmdk", "--status", status)
+    assert proc.returncode == 1 and b"vmdk" in proc.stderr
+    assert json.load(open(status))["state"] == "failed"
+    proc = host(host_env, "vdi-export", "uuid=00000000-0000-4000-8000-000000000000",
+                "filename=" + str(tmp_path / "x"))
+    assert proc.returncode == 1 and proc.stderr.startswith(b"Error: ")
+
+
+def _plugin():
+    loader = importlib.machinery.SourceFileLoader("srkit_plugin",
+                                                  os.path.join(REPO, "plugins", "srkit"))
+    spec = importlib.util.spec_from_loader("srkit_plugin", loader)
+    module = importlib.util.module_from_spec(spec)
+    loader.exec_module(module)
+    return module
+
+
+def test_plugin_export_job_and_progress(local_sr, host_env, tmp_path, monkeypatch):
+    sr = local_sr
+    vdi = sr.create(SIZE)
+    sr.write(vdi, pattern("dense", SIZE))
+    for key in ("SRKIT_XAPI_SOCKET", "SRKIT_LOCK_DIR", "SRKIT_STATE_DIR", "SRKIT_LOG_FILE",
+                "SRKIT_JOB_DIR"):
+        monkeypatch.setenv(key, host_env[key])
+    plugin = _plugin()
+    monkeypatch.setattr(plugin, "PYTHON", "/usr/bin/python3")   # as on a host
+    out = str(tmp_path / "d.qcow2.zst")
+    job = plugin.vdi_export(None, {"uuid": vdi, "filename": out, "format": "qcow2"})
+    deadline = time.time() + 60
+    while True:
+        record = json.loads(plugin.progress(None, {"job": job}))
+        if record["state"] in ("done", "failed") or time.time() > deadline:
+            break
+        time.sleep(0.2)
+    assert record["state"] == "done", record
+    assert record["done"] == record["total"] == SIZE
+    assert os.path.getsize(out) > 0
+    with pytest.raises(ValueError):
+        plugin.vdi_export(None, {"uuid": vdi, "filename": "-"})
+    with pytest.raises(ValueError):
+        plugin.progress(None, {"job": "../../etc/passwd"})
