@@ -12,6 +12,9 @@ DRIVERS = {
     'local': ('drivers.local.driver:LocalDriver', ''),
     'rbd': ('drivers.ceph.driver:RBDDriver',
             'install python3-rbd and python3-rados (and rbd-nbd for the nbd datapath)'),
+    's3': ('drivers.s3.driver:S3Driver',
+           'install python3-boto3 and python3-zstandard, and for attach nbdkit, '
+           'nbdkit-plugin-python, libnbd-bin (nbdfuse) and fuse3'),
 }
 
 
