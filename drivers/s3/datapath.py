@@ -49,8 +49,7 @@ def attach(state_dir, settings, uuid, writable):
     except OSError:
         pass
     doc = dict(settings)
-    doc.update(uuid=uuid, writable=bool(writable), pidfile=pidfile,
-               token=os.urandom(8).hex())
+    doc.update(uuid=uuid, writable=bool(writable), pidfile=pidfile)
     _write_private(conf, doc)
     args = [fuse._which('nbdfuse')]
     if not writable:

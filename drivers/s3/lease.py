@@ -8,8 +8,8 @@ where both PUT before either reads; docs/s3.md).
 
 Fencing a dead holder is an admin action: make sure the host is off, then delete
 the lease object (docs/s3.md, "Fencing a dead host"). S3 cannot cut a live host
-off; the manifest's writer token (nbd_plugin.py) makes a fenced writer's next
-flush fail instead of overwriting the new holder's data.
+off; a writer's manifest PUT is conditional on the ETag it read (nbd_plugin.py),
+so a fenced writer's next flush fails instead of overwriting the new holder's data.
 """
 
 import json

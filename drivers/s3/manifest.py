@@ -3,7 +3,7 @@ one JSON document, so one PUT (atomic on every S3 server) changes a VDI.
 
     {"format": 1, "uuid": "<vdi uuid>", "size": <bytes>, "chunk_size": <bytes>,
      "chunks": {"<index>": "<sha256>", ...},      holes have no entry
-     "meta": {...framework metadata...}, "writer": "<token of the attached writer>"}
+     "meta": {...framework metadata...}}
 
 Changes are read-modify-write guarded by If-Match on the ETag read; on servers
 that ignore If-Match the last writer wins (docs/s3.md).
@@ -21,7 +21,7 @@ class Conflict(Exception):
 
 def new(uuid, size, chunk_size, meta):
     return {'format': FORMAT, 'uuid': uuid, 'size': int(size), 'chunk_size': int(chunk_size),
-            'chunks': {}, 'meta': dict(meta), 'writer': ''}
+            'chunks': {}, 'meta': dict(meta)}
 
 
 def encode(doc):

@@ -75,9 +75,6 @@ class Disk(object):
         self.dirty = set()
         self.pool = None
         self.pending = {}
-        if self.writable:
-            self.doc['writer'] = s['token']
-            self.etag = manifest.store(self.client, self.bucket, self.key, self.doc, self.etag)
 
     # --- reading ----------------------------------------------------------------------
     def _executor(self):
@@ -212,12 +209,13 @@ class Disk(object):
                 self.doc = doc
                 return
             except manifest.Conflict:
-                # metadata changed (vdi_update) -- fine; another writer -- never overwrite
+                # metadata changed (vdi_update): keep it; the data changed (another host
+                # took over after a fence, a revert): never overwrite it
                 current, etag = manifest.load(self.client, self.bucket, self.key)
-                if current is None or current.get('writer') != self.s['token']:
-                    raise IOError('manifest %s was taken over by another writer; this '
-                                  'server was fenced' % self.key)
-                current['chunks'] = self.doc['chunks']
+                if current is None or current['chunks'] != self.doc['chunks'] or \
+                        current['size'] != self.doc['size']:
+                    raise IOError('the data of %s was changed by someone else (fenced?); '
+                                  'refusing to overwrite it' % self.key)
                 self.doc, self.etag = current, etag
         raise IOError('manifest %s keeps changing' % self.key)
 
