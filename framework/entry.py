@@ -31,7 +31,10 @@ def serve(target, argv):
         contract.check(driver_cls)
         reply = wire.encode_reply(dispatch(request, driver_cls, log))
         outcome = 'ok'
-    except SRError as e:
+    except (SRError, ImportError) as e:
+        if isinstance(e, ImportError):
+            from framework import registry
+            e = registry.missing_library(target, e)
         reply = wire.encode_fault(e.code, log.scrub(e.message))
         outcome = 'failed %d %s' % (e.code, e.message)
     except Exception as e:

@@ -1,8 +1,9 @@
 """SR type -> driver class, imported only when that type is used (fsspec-style).
 
-Each entry names the class by path and says what to install when the import
+Each entry names the class by path and says what to install when an import
 fails, so a missing backend library gives an admin a one-line fix instead of
-a traceback.
+a traceback, whether it fails loading the driver or in the middle of a command
+(``framework.entry`` routes every ImportError here).
 """
 
 from framework.errors import SRError
@@ -27,6 +28,14 @@ def load(name):
     try:
         module = __import__(module_name, fromlist=[class_name])
     except ImportError as e:
-        raise SRError('SRUnavailable', 'cannot load the %s driver (%s)%s'
-                      % (name, e, '; ' + hint if hint else ''))
+        raise missing_library(name, e)
     return getattr(module, class_name)
+
+
+def missing_library(name, error):
+    """The fault for an ImportError, whenever the driver hit it (drivers import their
+    backend bindings lazily, so most surface long after ``load``): SRUnavailable (47)
+    with the one-line fix, the same for every driver."""
+    hint = DRIVERS.get(name, ('', ''))[1]
+    return SRError('SRUnavailable', 'cannot load the %s driver (%s)%s'
+                   % (name, error, '; ' + hint if hint else ''))

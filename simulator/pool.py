@@ -546,11 +546,21 @@ class Pool:
         features = self.features(self.db.get("SR", self.db.get("VDI", vdi)["SR"])["type"])
         with self._lock(("vdi", vdi)):
             result = self.call("vdi_attach", host=host, vdi=vdi, args=[rw])
-            dp = self.db.find("datapath", VDI=vdi, host=host)
-            dp = dp[0] if dp else self.db.create("datapath", VDI=vdi, host=host,
-                                                 writable=bool(writable))
+            known = self.db.find("datapath", VDI=vdi, host=host)
+            dp = known[0] if known else self.db.create("datapath", VDI=vdi, host=host,
+                                                       writable=bool(writable))
             if "VDI_ACTIVATE" in features:
-                self.call("vdi_activate", host=host, vdi=vdi, args=[rw])
+                try:
+                    self.call("vdi_activate", host=host, vdi=vdi, args=[rw])
+                except XapiError:
+                    # xapi unwinds a failed plug: detach, and no datapath is left
+                    if not known:
+                        try:
+                            self.call("vdi_detach", host=host, vdi=vdi)
+                        except XapiError:
+                            pass
+                        self.db.delete("datapath", dp)
+                    raise
                 self.db.update("datapath", dp, active=True)
         return result
 

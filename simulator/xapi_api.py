@@ -36,7 +36,9 @@ INT_FIELDS = {"virtual_size", "physical_utilisation", "physical_size", "virtual_
 BOOL_FIELDS = {"sharable", "managed", "read_only", "missing", "is_a_snapshot",
                "cbt_enabled", "allow_caching", "shared"}
 DATE_FIELDS = {"snapshot_time", "last_active", "timestamp"}
-REF_FIELDS = {"snapshot_of", "metadata_of_pool", "default_SR"}
+# ref-typed fields -> the class their ref must name (None: any well-formed ref, since
+# metadata_of_pool names a pool that is usually not this one)
+REF_FIELDS = {"snapshot_of": "VDI", "metadata_of_pool": None, "default_SR": "SR"}
 
 # §4.2: only the SM session of the target SR may call these
 SM_SESSION_ONLY = {
@@ -133,8 +135,7 @@ class XapiApi:
             return self.db.get(cls, ref)["SR"]
         return None
 
-    @staticmethod
-    def _coerce(field, value):
+    def _coerce(self, field, value):
         if field in INT_FIELDS:
             if isinstance(value, bool) or not isinstance(value, (int, str)) \
                     or not re.fullmatch(r"-?[0-9]+", str(value)):
@@ -147,13 +148,24 @@ class XapiApi:
         if field in DATE_FIELDS:
             return value.value if isinstance(value, xmlrpc.client.DateTime) else str(value)
         if field in REF_FIELDS:
-            return value or dbm.NULL_REF
+            return self._ref(REF_FIELDS[field], value)
         if field in MAP_FIELDS:
             if not isinstance(value, dict):
                 raise XapiError("FIELD_TYPE_ERROR", [field])
             return {str(k): str(v) for k, v in value.items()}
         if field == "type" and value not in dbm.VDI_TYPES:
             raise XapiError("FIELD_TYPE_ERROR", [field])
+        return value
+
+    def _ref(self, cls, value):
+        """A ref-typed value as xapi takes it: NULL, or a handle to a live object of
+        ``cls`` (HANDLE_INVALID otherwise), so no dangling or malformed ref is stored."""
+        if value in ("", dbm.NULL_REF):
+            return dbm.NULL_REF
+        if not isinstance(value, str) or not value.startswith("OpaqueRef:"):
+            raise XapiError("HANDLE_INVALID", [cls or "ref", str(value)])
+        if cls is not None and not self.db.exists(cls, value):
+            raise XapiError("HANDLE_INVALID", [cls, value])
         return value
 
     # -- generic accessors ----------------------------------------------------
