@@ -180,12 +180,15 @@ class S3Driver(Driver):
         from drivers.s3 import gc
         self._sr()
         _, docs = gc.referenced(self.client, self.bucket, self.root)
-        if self.ctx.is_master:
-            try:   # best effort, grace-protected: never something a writer is building
-                gc.collect(self.client, self.bucket, self.root, gc.DEFAULT_GRACE, self.ctx.log)
-            except Exception as e:
-                self.ctx.log.error('s3 gc of %s skipped: %s' % (self.root, e))
         return dict((u, self._volume(d)) for u, d in docs.items())
+
+    @_mapped('SRScan')
+    def collect_garbage(self):
+        """Chunks no manifest references, older than the grace period (gc.py says why
+        that is safe against a writer on another host)."""
+        from drivers.s3 import gc
+        self._sr()
+        gc.collect(self.client, self.bucket, self.root, crash.grace(), self.ctx.log)
 
     @_mapped()
     def get(self, uuid):
@@ -217,8 +220,8 @@ class S3Driver(Driver):
 
     @_mapped()
     def set_meta(self, uuid, meta):
+        # one conditional PUT: no step boundary for a crash point to sit between
         def change(doc):
-            crash.point('s3.set_meta.after-read')
             doc['meta'] = dict(meta)
         if manifest.update(self.client, self.bucket, layout.manifest(self.root, uuid),
                            change) is None:

@@ -19,7 +19,7 @@ import time
 
 from drivers.s3 import connection, layout, manifest
 
-DEFAULT_GRACE = 3600
+DEFAULT_GRACE = 3600   # admin CLI default; sr_scan uses framework.crash.grace()
 
 
 def _server_now(client, bucket):
