@@ -129,7 +129,7 @@ class Disk(object):
                 view[pos:pos + len(data)] = data
                 if len(data) < n:
                     view[pos + len(data):pos + n] = bytes(n - len(data))
-            if within + n == self.cs and index not in self.dirty:
+            if within == 0 and index not in self.dirty:   # a sequential reader enters
                 self._read_ahead(index)
             pos += n
 
