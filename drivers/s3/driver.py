@@ -220,8 +220,18 @@ class S3Driver(Driver):
 
     @_mapped()
     def set_meta(self, uuid, meta):
-        # one conditional PUT: no step boundary for a crash point to sit between
+        from framework import meta as m
+
         def change(doc):
+            # one conditional PUT; the point marks a rename being written. (Not for a
+            # snapshot_time-only rewrite: the simulator's follow-up vdi_update after a
+            # snapshot does that only when the clock's second changed in between.)
+            old = dict(doc['meta'])
+            old.pop(m.SNAPSHOT_TIME, None)
+            new = dict(meta)
+            new.pop(m.SNAPSHOT_TIME, None)
+            if old != new:
+                crash.point('s3.set_meta.before-put')
             doc['meta'] = dict(meta)
         if manifest.update(self.client, self.bucket, layout.manifest(self.root, uuid),
                            change) is None:
