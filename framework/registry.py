@@ -16,6 +16,9 @@ DRIVERS = {
     'gluster': ('drivers.gluster.driver:GlusterDriver',
                 'install glusterfs-fuse (the FUSE client, mount.glusterfs); glusterfs-api '
                 'for server_copy=reflink'),
+    's3': ('drivers.s3.driver:S3Driver',
+           'install python3-boto3 and python3-zstandard, and for attach nbdkit, '
+           'nbdkit-plugin-python, libnbd-bin (nbdfuse) and fuse3'),
 }
 
 
