@@ -24,6 +24,7 @@ def prefetch():
     overlaps that wait instead of adding to it. The first real use simply
     joins the import through Python's import lock.
     """
+    global _prefetching
     import threading
 
     def load():
@@ -31,9 +32,21 @@ def prefetch():
             import XenAPI  # noqa: F401
         except Exception:  # reported properly by the first real call
             pass
-    thread = threading.Thread(target=load, name='xenapi-prefetch')
-    thread.daemon = True
-    thread.start()
+    _prefetching = threading.Thread(target=load, name='xenapi-prefetch')
+    _prefetching.daemon = True
+    _prefetching.start()
+
+
+_prefetching = None
+
+
+def join_prefetch(timeout=10):
+    """Wait for the background XenAPI import. A driver calls this before importing
+    a library that resolves modules through six's meta-path importer (urllib3 1.26
+    as Debian ships it, hence boto3): that importer deadlocks against a concurrent
+    import of http.client in the prefetch thread."""
+    if _prefetching is not None:
+        _prefetching.join(timeout)
 
 
 def _session(socket_path, session_ref, subtask_of):

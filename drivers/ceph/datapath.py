@@ -24,60 +24,15 @@ import time
 
 from framework.errors import SRError
 from drivers.ceph import helper_files
+from drivers.files import fusedev
+from drivers.files.fusedev import (  # noqa: F401 (records: also used by the driver)
+    load_record, save_record, drop_record, records, record_path)
+
+_which, _run, _mounted, _alive = fusedev.which, fusedev.run, fusedev.mounted, fusedev.alive
+_backing_of, _cmdline_has = fusedev.backing_of, fusedev.cmdline_has
 
 CHOICES = ('auto', 'krbd', 'nbd', 'fuse')
 START_TIMEOUT = 20.0
-
-
-def _which(name):
-    for d in os.environ.get('PATH', '/usr/sbin:/usr/bin:/sbin:/bin').split(':') + \
-            ['/usr/bin', '/usr/sbin']:
-        path = os.path.join(d, name)
-        if os.access(path, os.X_OK):
-            return path
-    return None
-
-
-def _run(args, env=None, timeout=60):
-    """Run a helper; SRError on failure or when it outlives ``timeout`` (a process
-    stuck in the kernel cannot be reaped: it is left behind rather than waited for)."""
-    import subprocess
-    proc = subprocess.Popen(args, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, env=env, close_fds=True,
-                            universal_newlines=True)
-    try:
-        out, err = proc.communicate(timeout=timeout)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        try:
-            proc.communicate(timeout=2)
-        except subprocess.TimeoutExpired:
-            pass
-        raise SRError('VDIUnavailable', '%s did not finish within %d s' % (args[0], timeout))
-    if proc.returncode != 0:
-        raise SRError('VDIUnavailable', '%s failed (%d): %s'
-                      % (' '.join(args[:2]), proc.returncode, err.strip()[-400:]))
-    return out.strip()
-
-
-def _umount(mount, pid, timeout):
-    """umount in the background; if the FUSE daemon does not answer within
-    ``timeout``, kill it (that aborts the FUSE connection and lets umount finish)."""
-    import subprocess
-    proc = subprocess.Popen(['umount', mount], stdin=subprocess.DEVNULL,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                            close_fds=True)
-    try:
-        proc.wait(timeout=timeout)
-    except subprocess.TimeoutExpired:
-        _stop(pid, mount)
-        try:
-            proc.wait(timeout=5)
-        except subprocess.TimeoutExpired:
-            pass
-    if _mounted(mount):
-        _stop(pid, mount)
-        _run(['umount', '-l', mount], timeout=10)
 
 
 def choose(wanted):
@@ -102,63 +57,7 @@ def _kernel_at_least(major, minor):
         return False
 
 
-# --- records ----------------------------------------------------------------------
-
-def record_path(state_dir, uuid):
-    return os.path.join(state_dir, 'dp.%s.json' % uuid)
-
-
-def load_record(state_dir, uuid):
-    import json
-    try:
-        with open(record_path(state_dir, uuid)) as f:
-            return json.load(f)
-    except (IOError, OSError, ValueError):
-        return None
-
-
-def save_record(state_dir, uuid, record):
-    import json
-    path = record_path(state_dir, uuid)
-    with open(path + '.tmp', 'w') as f:
-        json.dump(record, f, sort_keys=True)
-    os.rename(path + '.tmp', path)
-
-
-def drop_record(state_dir, uuid):
-    try:
-        os.unlink(record_path(state_dir, uuid))
-    except OSError:
-        pass
-
-
-def records(state_dir):
-    out = {}
-    for name in os.listdir(state_dir):
-        if name.startswith('dp.') and name.endswith('.json'):
-            rec = load_record(state_dir, name[3:-5])
-            if rec:
-                out[name[3:-5]] = rec
-    return out
-
-
 # --- fuse + loop ----------------------------------------------------------------------
-
-def _mounted(path):
-    try:
-        with open('/proc/mounts') as f:
-            return any(line.split()[1] == path for line in f)
-    except (IOError, OSError, IndexError):
-        return False
-
-
-def _alive(pid):
-    try:
-        with open('/proc/%d/stat' % pid) as f:
-            return f.read().split(')')[-1].split()[0] != 'Z'
-    except (IOError, OSError, IndexError):
-        return False
-
 
 def fuse_attach(state_dir, config, pool, namespace, image, writable):
     import subprocess
@@ -203,62 +102,12 @@ def fuse_attach(state_dir, config, pool, namespace, image, writable):
 
 
 def fuse_detach(record):
-    """Undo fuse_attach. A datapath whose client was fenced (blocklisted) may never
-    answer FUSE requests again: then the daemon is killed, which aborts the FUSE
-    connection, and the mount is detached lazily. Never blocks for long."""
-    loop, mount, pid = record.get('loop'), record.get('mount'), record.get('pid') or 0
-    if loop and _backing_of(loop) is not None:
-        try:
-            _run(['losetup', '--detach', loop], timeout=10)
-        except SRError:
-            _stop(pid, mount)
-            if _backing_of(loop) is not None:
-                _run(['losetup', '--detach', loop], timeout=10)
-    if mount and _mounted(mount):
-        _umount(mount, pid, 10)
-    if pid:
-        deadline = time.time() + 10
-        while _alive(pid) and time.time() < deadline:
-            time.sleep(0.02)
-        _stop(pid, mount)
-    if mount:
-        try:
-            os.rmdir(mount)
-        except OSError:
-            pass
-        try:   # a killed daemon leaves its admin socket behind
-            os.unlink(os.path.join(os.path.dirname(os.path.dirname(mount)), 'asok',
-                                   '%s.asok' % record.get('image')))
-        except OSError:
-            pass
-
-
-def _stop(pid, mount):
-    """Kill the rbd-fuse we started (pid recorded at attach, cmdline checked)."""
-    if pid and mount and _alive(pid) and _cmdline_has(pid, mount):
-        try:
-            os.kill(pid, 9)
-        except OSError:
-            pass
-        deadline = time.time() + 5
-        while _alive(pid) and time.time() < deadline:
-            time.sleep(0.02)
-
-
-def _backing_of(loop):
-    try:
-        with open('/sys/block/%s/loop/backing_file' % os.path.basename(loop)) as f:
-            return f.read().strip()
-    except (IOError, OSError):
-        return None
-
-
-def _cmdline_has(pid, text):
-    try:
-        with open('/proc/%d/cmdline' % pid, 'rb') as f:
-            return text.encode() in f.read()
-    except (IOError, OSError):
-        return False
+    fusedev.detach(record)
+    try:   # a killed rbd-fuse leaves its admin socket behind
+        os.unlink(os.path.join(os.path.dirname(os.path.dirname(record.get('mount') or '/x/y')),
+                               'asok', '%s.asok' % record.get('image')))
+    except OSError:
+        pass
 
 
 def refresh_size(record):

@@ -63,19 +63,9 @@ def client_settings(config):
     return dict((k, config.get(k)) for k in keys)
 
 
-def _join_prefetch():
-    """Wait for the framework's background XenAPI import first: Debian's urllib3
-    resolves six.moves through six's meta-path importer, which deadlocks against
-    a concurrent import of http.client in that thread (seen with python3-urllib3
-    1.26 + python3-six 1.16: every boto3 import hung)."""
-    import threading
-    for thread in threading.enumerate():
-        if thread.name == 'xenapi-prefetch':
-            thread.join(10)
-
-
 def make_client(config):
-    _join_prefetch()
+    from framework.xapi import join_prefetch
+    join_prefetch()
     import boto3
     from botocore.config import Config
     verify = config.get('ca_bundle') or (config.get('verify_tls') != 'false')

@@ -15,7 +15,7 @@ import os
 import time
 
 from framework.errors import SRError
-from drivers.ceph import datapath as fuse  # loop + FUSE mount plumbing shared with rbd-fuse
+from drivers.files import fusedev as fuse
 
 START_TIMEOUT = 30.0
 FLUSH_TIMEOUT = 600.0
@@ -33,10 +33,10 @@ def attach(state_dir, settings, uuid, writable):
     """Start the server for VDI ``uuid``; return the attachment record."""
     import subprocess
     existing = fuse.load_record(state_dir, uuid)
-    if existing and fuse._backing_of(existing.get('loop') or '') is not None:
+    if existing and fuse.backing_of(existing.get('loop') or '') is not None:
         return existing
     for tool in ('nbdfuse', 'nbdkit'):
-        if not fuse._which(tool):
+        if not fuse.which(tool):
             raise SRError('VDIUnavailable', 'the s3 datapath needs %s (install nbdkit, '
                           'nbdkit-plugin-python, libnbd-bin and fuse3)' % tool)
     mount = os.path.join(state_dir, 'nbd', uuid)
@@ -51,10 +51,10 @@ def attach(state_dir, settings, uuid, writable):
     doc = dict(settings)
     doc.update(uuid=uuid, writable=bool(writable), pidfile=pidfile)
     _write_private(conf, doc)
-    args = [fuse._which('nbdfuse')]
+    args = [fuse.which('nbdfuse')]
     if not writable:
         args.append('--readonly')
-    args += [os.path.join(mount, 'disk'), '--command', fuse._which('nbdkit'), '-s', 'python', PLUGIN, 'config=' + conf]
+    args += [os.path.join(mount, 'disk'), '--command', fuse.which('nbdkit'), '-s', 'python', PLUGIN, 'config=' + conf]
     log = open(os.path.join(state_dir, 'nbd.%s.log' % uuid), 'ab')
     proc = subprocess.Popen(args, stdin=subprocess.DEVNULL, stdout=log, stderr=log,
                             close_fds=True, start_new_session=True)
@@ -64,7 +64,7 @@ def attach(state_dir, settings, uuid, writable):
     fuse.save_record(state_dir, uuid, record)
     path = os.path.join(mount, 'disk')
     deadline = time.time() + START_TIMEOUT
-    while not (fuse._mounted(mount) and os.path.exists(path)):
+    while not (fuse.mounted(mount) and os.path.exists(path)):
         if proc.poll() is not None or time.time() > deadline:
             detach(state_dir, uuid)
             raise SRError('VDIUnavailable', 'nbdfuse/nbdkit for %s did not come up; see %s'
@@ -74,7 +74,7 @@ def attach(state_dir, settings, uuid, writable):
     if not writable:
         loop_args.append('--read-only')
     try:
-        record['loop'] = fuse._run(loop_args + [path])
+        record['loop'] = fuse.run(loop_args + [path])
     except SRError:
         detach(state_dir, uuid)
         raise
@@ -96,13 +96,13 @@ def detach(state_dir, uuid):
     if record is None:
         return True
     server = _server_pid(record)
-    fuse.fuse_detach(record)   # loop, mount (killing nbdfuse if it hangs), nbdfuse exit
+    fuse.detach(record)   # loop, mount (killing nbdfuse if it hangs), nbdfuse exit
     clean = True
     if server:
         deadline = time.time() + FLUSH_TIMEOUT
-        while fuse._alive(server) and time.time() < deadline:
+        while fuse.alive(server) and time.time() < deadline:
             time.sleep(0.05)
-        if fuse._alive(server) and fuse._cmdline_has(server, PLUGIN):
+        if fuse.alive(server) and fuse.cmdline_has(server, PLUGIN):
             clean = False
             os.kill(server, 9)
     for path in (record.get('pidfile'), os.path.join(state_dir, 'nbd.%s.json' % uuid)):
