@@ -12,6 +12,8 @@ DRIVERS = {
     'local': ('drivers.local.driver:LocalDriver', ''),
     'rbd': ('drivers.ceph.driver:RBDDriver',
             'install python3-rbd and python3-rados (and rbd-nbd for the nbd datapath)'),
+    'zfsvol': ('drivers.zfs.driver:ZFSVolDriver',
+               'install zfsutils-linux (the zfs command) and optionally python3-pyzfs'),
 }
 
 
