@@ -22,6 +22,19 @@ from drivers.zfs import repair
 from drivers.zfs.runner import ZfsError
 
 
+def _mutates(fn):
+    """Rows read before a mutating primitive are stale after it (one command per process:
+    xapi's get -> primitive -> get is served from memory in between)."""
+    def primitive(self, *args, **kwargs):
+        try:
+            return fn(self, *args, **kwargs)
+        finally:
+            self._seen.clear()
+    primitive.__name__ = fn.__name__
+    primitive.__doc__ = fn.__doc__
+    return primitive
+
+
 def _random():
     return ''.join('%02x' % b for b in bytearray(os.urandom(8)))
 
@@ -41,6 +54,7 @@ class ZFSVolDriver(Driver):
         Driver.__init__(self, sr_uuid, config, context)
         O.check(config)
         self._zfs = None
+        self._seen = {}
         self.blocksize = config.get('volblocksize') or 16384
         self.thick = config.get('provisioning') == 'thick'
 
@@ -83,8 +97,13 @@ class ZFSVolDriver(Driver):
                               'or the SR was destroyed)' % self.sr_ds)
             raise e.fault('SRScan', 'listing %s' % self.sr_ds)
 
-    def _find(self, uuid):
+    def _find(self, uuid, fresh=False):
         """The Row of VDI ``uuid`` (zvol or snapshot), or None."""
+        if fresh or uuid not in self._seen:
+            self._seen[uuid] = self._lookup(uuid)
+        return self._seen[uuid]
+
+    def _lookup(self, uuid):
         row = self.zfs.row(self._zvol(uuid))
         if row is not None:
             return row if row.type == 'volume' else None
@@ -99,8 +118,8 @@ class ZFSVolDriver(Driver):
                 return r
         return None
 
-    def _need(self, uuid, fault='VDIMissing'):
-        row = self._find(uuid)
+    def _need(self, uuid, fault='VDIMissing', fresh=False):
+        row = self._find(uuid, fresh)
         if row is None:
             raise SRError(fault, 'no VDI %s in SR %s' % (uuid, self.sr_uuid))
         return row
@@ -172,6 +191,7 @@ class ZFSVolDriver(Driver):
         row = self._find(uuid)
         return None if row is None else self._volume(row)
 
+    @_mutates
     def create(self, uuid, size, meta):
         size = self._round(size)
         props = {L.META_PROP: L.encode_meta(uuid, meta), 'volblocksize': self.blocksize}
@@ -182,13 +202,15 @@ class ZFSVolDriver(Driver):
                 raise SRError('VDIExists', 'zvol %s already exists' % self._zvol(uuid))
             raise e.fault('VDICreate', 'creating %s' % self._zvol(uuid))
         crash.point('zfsvol.create.after-create')
-        return self._volume(self._need(uuid))
+        return self._volume(self._need(uuid, fresh=True))
 
+    @_mutates
     def set_meta(self, uuid, meta):
         row = self._need(uuid)
         self.zfs.set(row.name, {L.META_PROP: L.encode_meta(uuid, meta)})
         crash.point('zfsvol.set_meta.after-set')
 
+    @_mutates
     def destroy(self, uuid):
         row = self._need(uuid)
         try:
@@ -213,6 +235,7 @@ class ZFSVolDriver(Driver):
         repair.run(self.zfs, self.sr_ds, self._rows(), self.ctx.log)
 
     # --- snapshots, clones, revert --------------------------------------------------------
+    @_mutates
     def snapshot(self, uuid, new_uuid, meta):
         row = self._need(uuid)
         if row.type != 'volume':
@@ -226,6 +249,7 @@ class ZFSVolDriver(Driver):
         # the source row already says what a fresh snapshot holds: no second listing
         return Volume(new_uuid, row.volsize, 0, meta, read_only=True)
 
+    @_mutates
     def clone(self, uuid, new_uuid, meta):
         row = self._need(uuid)
         origin = row.name
@@ -241,8 +265,9 @@ class ZFSVolDriver(Driver):
         except ZfsError as e:
             raise e.fault('VDIClone', 'clone of %s' % uuid)
         crash.point('zfsvol.clone.after-clone')
-        return self._volume(self._need(new_uuid))
+        return self._volume(self._need(new_uuid, fresh=True))
 
+    @_mutates
     def revert(self, uuid, snapshot_uuid):
         row, snap = self._need(uuid), self._need(snapshot_uuid)
         if row.type != 'volume' or snap.type != 'snapshot':
@@ -274,6 +299,7 @@ class ZFSVolDriver(Driver):
         snaps = self.zfs.list_tree(dataset, types='snapshot', depth=1)
         return snaps[-1].name if snaps else None
 
+    @_mutates
     def resize(self, uuid, size):
         row = self._need(uuid)
         if row.type != 'volume':
