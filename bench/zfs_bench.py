@@ -143,7 +143,7 @@ def main():
         for i in range(many - have):
             uuid = _uuid()
             z.lzc_create(("%s/%s" % (sr_ds, uuid)).encode(), "zvol",
-                         {b"volsize": GiB, b"volblocksize": 16384, b"volmode": 5,
+                         {b"volsize": GiB, b"volblocksize": 16384, b"volmode": 3,
                           b"srkit:meta": L.encode_meta(uuid, m.new("f%d" % i)).encode()})
         fill = time.monotonic() - t
         pool.sr_scan(sr)

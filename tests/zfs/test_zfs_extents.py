@@ -54,3 +54,19 @@ def test_extents_and_changed_extents(driver, zfs):
     assert driver.changed_extents(A, S2) == []
     # the temporary snapshots taken for a writable VDI are gone again
     assert [n for n in zfs.names(driver.sr_ds) if "@x-" in n] == []
+
+
+def test_attach_waits_for_the_link_and_fails_clearly_when_it_never_comes(driver):
+    import time
+    from framework.errors import SRError
+    from drivers.zfs import layout as L
+    from conftest import sh
+    driver.config["udev_timeout"] = 2
+    # volmode=none: ZFS makes no device node at all, so udev never makes the link
+    sh("zfs", "create", "-s", "-V", str(MiB), "-o", "volmode=none", "-o",
+       "%s=%s" % (L.META_PROP, L.encode_meta(A, m.new("x"))), driver.sr_ds + "/" + A)
+    t = time.monotonic()
+    with pytest.raises(SRError) as e:
+        driver.attach(A, True)
+    assert e.value.code == 46 and "/dev/zvol/%s/%s" % (driver.sr_ds, A) in str(e.value)
+    assert 2 <= time.monotonic() - t < 10
