@@ -8,6 +8,7 @@ key for the backend object), never by guessing from the VDI uuid.
 import os
 import time
 
+from framework import crash
 from framework import meta as m
 from framework import driver as contract
 from framework.errors import SRError
@@ -207,6 +208,7 @@ def sr_update(inv):
 
 def sr_scan(inv):
     with sr_lock(inv.sr_uuid):
+        inv.driver.collect_garbage()
         volumes = inv.driver.list()
         reconcile(inv, volumes)
         _update_sr_sizes(inv, volumes)
@@ -293,6 +295,7 @@ def vdi_create(inv):
         if inv.driver.get(uuid) is not None:
             raise SRError('VDIExists', 'a VDI %s already exists in SR %s' % (uuid, inv.sr_uuid))
         volume = inv.driver.create(uuid, size, record)
+        crash.point('fw.vdi_create.before-introduce')
         _introduce_or_undo(inv, volume, record)
     return _vdi_info(uuid, uuid)
 
@@ -334,6 +337,7 @@ def vdi_delete(inv):
             inv.driver.destroy(location)
         else:
             inv.log.info('vdi_delete: %s already gone from the backend' % location)
+        crash.point('fw.vdi_delete.before-forget')
         inv.xapi.forget(inv.request.get('vdi_ref'))
 
 
@@ -358,6 +362,7 @@ def _copy(inv, primitive, make_meta):
         volume = getattr(inv.driver, primitive)(source.uuid, uuid, record)
         parent_ref = inv.request.get('vdi_ref') if m.flag(record, m.IS_SNAPSHOT) \
             else 'OpaqueRef:NULL'
+        crash.point('fw.%s.before-introduce' % inv.command)
         _introduce_or_undo(inv, volume, record, parent_ref)
     return _vdi_info(uuid, uuid)
 
@@ -392,6 +397,7 @@ def vdi_resize(inv):
                               % (inv.vdi_uuid, cls.name))
             volume.virtual_size = inv.driver.resize(location, size)
             volume = inv.driver.get(location) or volume
+        crash.point('fw.vdi_resize.before-set-sizes')
         inv.xapi.set_vdi_sizes(inv.request.get('vdi_ref'), volume)
     return _vdi_info(inv.vdi_uuid, location)
 
@@ -410,6 +416,7 @@ def vdi_revert(inv):
         if _attached_here(inv, target['location']):
             raise SRError('VDIInUse', 'VDI %s is attached on this host' % target['uuid'])
         inv.driver.revert(target['location'], snapshot.uuid)
+        crash.point('fw.vdi_revert.before-set-sizes')
         inv.xapi.set_vdi_sizes(target_ref, _volume(inv, target['location']))
 
 

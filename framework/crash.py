@@ -16,12 +16,17 @@ Environment (set only by tests; xapi never sets them):
 - ``SRKIT_CRASH_TRACE=<file>`` append one line ``<name>`` per point passed, so a
   test can enumerate a command's points by running it once, without knowing any
   driver.
+- ``SRKIT_GC_GRACE=<seconds>`` how old an orphan must be before scan collects it
+  (default ``GRACE``). The guard against collecting what an in-flight command on
+  another host is still building; a test that kills and scans at once sets 0.
 """
 
 import os
 import signal
 
 _passed = {}
+
+GRACE = 600.0
 
 
 def point(name):
@@ -41,3 +46,12 @@ def point(name):
         want, _, nth = at.partition('@')
         if want == name and count == (int(nth) if nth else 1):
             os.kill(os.getpid(), signal.SIGKILL)
+
+
+def grace():
+    """Seconds an orphan is left alone before garbage collection may remove it."""
+    text = os.environ.get('SRKIT_GC_GRACE')
+    try:
+        return max(0.0, float(text)) if text else GRACE
+    except ValueError:
+        return GRACE

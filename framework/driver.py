@@ -137,6 +137,13 @@ class Driver(object):
         """Return one Volume or None. Override when listing everything is costly."""
         return self.list().get(uuid)
 
+    def collect_garbage(self):
+        """Remove what killed commands left on the backend (sr_scan, on the master).
+
+        Must never remove what a command still running (maybe on another host) is
+        building: use ``framework.crash.grace()`` and/or an in-progress marker.
+        Default: nothing to collect."""
+
     # def probe(self):             -> SR_PROBE: [{'uuid':…, 'size':…, …}] of SRs found
     # def snapshot(self, uuid, new_uuid, meta):  -> VDI_SNAPSHOT: read-only point-in-time volume
     # def clone(self, uuid, new_uuid, meta):     -> VDI_CLONE: writable copy-on-write volume

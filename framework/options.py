@@ -13,6 +13,7 @@ Secret values are never logged nor echoed in faults.
 from framework.errors import SRError
 
 SECRET_SUFFIX = '_secret'
+PATH = 'path'  # Option kind: an absolute, normalised filesystem path
 
 
 class Option(object):
@@ -26,7 +27,7 @@ class Option(object):
         self.default = default
         self.secret = secret
         self.choices = choices
-        self.kind = kind  # str, or int for a whole number (the driver receives an int)
+        self.kind = kind  # str; int for a whole number (the driver receives an int); PATH
 
     def doc(self):
         """One line for driver-info ``configuration`` and the docs."""
@@ -37,6 +38,8 @@ class Option(object):
             text += ' (default: %s)' % self.default
         if self.choices:
             text += ' (one of: %s)' % ', '.join(self.choices)
+        if self.kind == PATH:
+            text += ' (an absolute path)'
         if self.secret:
             text += ' (secret: may be given as %s%s=<xapi secret uuid>)' % (
                 self.key, SECRET_SUFFIX)
@@ -85,9 +88,19 @@ def validate(options, device_config, resolve_secret):
                 invalid.append('%s=%s (not a whole number)' % (opt.key, text))
                 continue
             value = int(text)
+        if opt.kind == PATH and value is not None and not _is_clean_path(value):
+            invalid.append('%s=%s (not an absolute, normalised path)' % (opt.key, value))
+            continue
         config[opt.key] = value
     config_error(missing, invalid)
     return config
+
+
+def _is_clean_path(text):
+    # a relative or '..' path depends on the driver's cwd: on a host that is '/'
+    import posixpath
+    return isinstance(text, str) and text.startswith('/') and not text.startswith('//') and '\0' not in text \
+        and posixpath.normpath(text) == text
 
 
 def config_error(missing=(), invalid=()):

@@ -34,30 +34,37 @@ def data_extents(fd, size=None):
 
 def clone_file(src, dst):
     """Copy ``src`` to a new file ``dst``; return 'reflink' or 'sparse-copy'."""
-    with open(src, 'rb') as fin:
-        fd = os.open(dst, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
-        try:
-            try:
-                fcntl.ioctl(fd, FICLONE, fin.fileno())
-                return 'reflink'
-            except (IOError, OSError) as e:
-                if e.errno not in (errno.EOPNOTSUPP, errno.ENOTTY, errno.EXDEV,
-                                   errno.EINVAL, errno.ENOSYS):
-                    raise
-            size = os.fstat(fin.fileno()).st_size
-            for start, length in data_extents(fin.fileno(), size):
-                _copy_range(fin.fileno(), fd, start, length)
-            os.ftruncate(fd, size)
-            os.fsync(fd)
-            return 'sparse-copy'
-        except BaseException:
+    fd = os.open(dst, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+    try:
+        return clone_into(src, fd)
+    except BaseException:
+        os.close(fd)
+        fd = None
+        os.unlink(dst)
+        raise
+    finally:
+        if fd is not None:
             os.close(fd)
-            fd = None
-            os.unlink(dst)
-            raise
-        finally:
-            if fd is not None:
-                os.close(fd)
+
+
+def clone_into(src, fd):
+    """Copy ``src`` into the open, empty file ``fd``; return 'reflink' or 'sparse-copy'.
+
+    For callers that must hold the destination open (and locked) while it fills."""
+    with open(src, 'rb') as fin:
+        try:
+            fcntl.ioctl(fd, FICLONE, fin.fileno())
+            return 'reflink'
+        except (IOError, OSError) as e:
+            if e.errno not in (errno.EOPNOTSUPP, errno.ENOTTY, errno.EXDEV,
+                               errno.EINVAL, errno.ENOSYS):
+                raise
+        size = os.fstat(fin.fileno()).st_size
+        for start, length in data_extents(fin.fileno(), size):
+            _copy_range(fin.fileno(), fd, start, length)
+        os.ftruncate(fd, size)
+        os.fsync(fd)
+        return 'sparse-copy'
 
 
 def _copy_range(fin, fout, start, length):

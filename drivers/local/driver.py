@@ -1,21 +1,25 @@
 """The reference driver: VDIs as sparse raw files in a directory.
 
-Layout under device-config ``location``:
+Layout under device-config ``location`` (an absolute, normalised path):
     <location>/<sr_uuid>/.srkit-sr          marks the directory as an SR
     <location>/<sr_uuid>/<vdi_uuid>.raw     the VDI, a sparse file
     <location>/<sr_uuid>/<vdi_uuid>.json    its framework metadata (sidecar)
 
-Snapshots and clones are reflinks where the filesystem can (XFS, Btrfs) and
-sparse copies elsewhere: each VDI stays an independent file, so deleting one
-never affects another. A VDI is attached as a loop device.
+The files and the crash-safe order of every change to them live in
+``drivers.files.store`` (shared with other file-based drivers); this module adds
+the SR directory and the datapath. Snapshots and clones are reflinks where the
+filesystem can (XFS, Btrfs) and sparse copies elsewhere: each VDI stays an
+independent file, so deleting one never affects another. A VDI is attached as a
+loop device. See docs/crash-consistency.md for each command's steps.
 """
 
 import os
 
-from framework.driver import Driver, Volume
-from framework.errors import SRError
-from framework.options import Option
+from drivers.files.store import FileStore
 from framework import sparse
+from framework.driver import Driver
+from framework.errors import SRError
+from framework.options import Option, PATH
 
 MARKER = '.srkit-sr'
 
@@ -34,32 +38,24 @@ class LocalDriver(Driver):
     name = 'Local'
     description = 'srkit reference driver: VDIs are sparse raw files in a local directory'
     options = (
-        Option('location', 'directory that holds the SR (one sub-directory per SR)',
-               required=True),
+        Option('location', 'absolute path of the directory that holds the SR '
+               '(one sub-directory per SR)', required=True, kind=PATH),
     )
     thin_provisioning = True
     resize_online = True
     max_vdi_size = 16 * 1024 ** 4
 
-    # --- paths and sidecars ------------------------------------------------------
+    # --- paths -------------------------------------------------------------------------
     @property
     def root(self):
         return os.path.join(self.config['location'], self.sr_uuid)
 
-    def _raw(self, uuid):
-        return os.path.join(self.root, uuid + '.raw')
+    @property
+    def files(self):
+        return FileStore(self.root, 'local', self.ctx.log, keep=(MARKER,))
 
-    def _volume(self, uuid):
-        import json
-        path = self._raw(uuid)
-        try:
-            st = os.stat(path)
-            with open(os.path.join(self.root, uuid + '.json')) as f:
-                meta = json.load(f)
-        except (IOError, OSError, ValueError):
-            return None
-        return Volume(uuid, st.st_size, st.st_blocks * 512, meta,
-                      read_only=meta.get('read_only') == 'true')
+    def _raw(self, uuid):
+        return self.files.raw(uuid)
 
     def _check_sr(self):
         if not os.path.exists(os.path.join(self.root, MARKER)):
@@ -73,12 +69,19 @@ class LocalDriver(Driver):
                           % self.config['location'])
         if os.path.exists(os.path.join(self.root, MARKER)):
             raise SRError('SRExists', self.root)
-        os.mkdir(self.root)
-        with open(os.path.join(self.root, MARKER), 'w') as f:
+        if not os.path.isdir(self.root):  # a killed sr_create may have made it
+            os.mkdir(self.root)
+        marker = os.path.join(self.root, MARKER)
+        with open(marker + '.tmp', 'w') as f:
             f.write(self.sr_uuid + '\n')
+        os.rename(marker + '.tmp', marker)
 
     def sr_delete(self):
         self._check_sr()
+        self.files.collect_garbage(grace=0)
+        left = self.files.scratch()
+        if left:
+            raise SRError('SRNotEmpty', '%s still holds %s' % (self.root, ', '.join(left)))
         os.unlink(os.path.join(self.root, MARKER))
         os.rmdir(self.root)
 
@@ -100,65 +103,41 @@ class LocalDriver(Driver):
     # --- volumes -------------------------------------------------------------------
     def list(self):
         self._check_sr()
-        found = {}
-        for name in os.listdir(self.root):
-            if name.endswith('.raw'):
-                volume = self._volume(name[:-4])
-                if volume is not None:
-                    found[volume.uuid] = volume
-        return found
+        return self.files.volumes()
 
     def get(self, uuid):
-        return self._volume(uuid)
+        return self.files.volume(uuid)
+
+    def collect_garbage(self):
+        self._check_sr()
+        self.files.collect_garbage()
 
     def create(self, uuid, size, meta):
         self._check_sr()
-        fd = os.open(self._raw(uuid), os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-        try:
-            os.ftruncate(fd, size)
-        finally:
-            os.close(fd)
-        self.set_meta(uuid, meta)
-        return self._volume(uuid)
+        return self.files.create(uuid, size, meta)
 
     def destroy(self, uuid):
-        for suffix in ('.raw', '.json'):
-            try:
-                os.unlink(os.path.join(self.root, uuid + suffix))
-            except OSError:
-                pass
+        self.files.destroy(uuid)
 
     def set_meta(self, uuid, meta):
-        import json
-        path = os.path.join(self.root, uuid + '.json')
-        with open(path + '.tmp', 'w') as f:
-            json.dump(meta, f, sort_keys=True)
-            f.flush()
-            os.fsync(f.fileno())
-        os.rename(path + '.tmp', path)
+        self.files.set_meta(uuid, meta)
 
-    def _copy(self, uuid, new_uuid, meta):
-        how = sparse.clone_file(self._raw(uuid), self._raw(new_uuid))
+    def _copy(self, uuid, new_uuid, meta, command):
+        volume, how = self.files.copy(uuid, new_uuid, meta, command)
         self.ctx.log.info('copied %s to %s by %s' % (uuid, new_uuid, how))
-        self.set_meta(new_uuid, meta)
-        return self._volume(new_uuid)
+        return volume
 
     def snapshot(self, uuid, new_uuid, meta):
-        return self._copy(uuid, new_uuid, meta)
+        return self._copy(uuid, new_uuid, meta, 'snapshot')
 
     def clone(self, uuid, new_uuid, meta):
-        return self._copy(uuid, new_uuid, meta)
+        return self._copy(uuid, new_uuid, meta, 'clone')
 
     def revert(self, uuid, snapshot_uuid):
-        scratch = self._raw(uuid) + '.revert'
-        if os.path.exists(scratch):
-            os.unlink(scratch)
-        sparse.clone_file(self._raw(snapshot_uuid), scratch)
-        os.chmod(scratch, 0o600)
-        os.rename(scratch, self._raw(uuid))
+        self.files.revert(uuid, snapshot_uuid)
 
     def resize(self, uuid, size):
-        os.truncate(self._raw(uuid), size)
+        self.files.resize(uuid, size)
         for device in self._loops(uuid):
             _losetup('--set-capacity', device)
         return size

@@ -1,0 +1,281 @@
+"""The crash matrix: kill every mutating command at every crash point, scan, check.
+
+Driver-agnostic: a driver takes part through a profile (``profile_<type>.py``, see
+README.md); this module never names a driver. Used by ``test_matrix.py`` and by
+``bench/crash_soak.py`` (which kills at random times instead of named points).
+
+One scenario, on a fresh simulated pool and a fresh SR:
+  1. base state: VDI ``A`` gets distinct bytes written through its attached device;
+     where the SR can snapshot, ``S`` is a snapshot of ``A`` and ``A`` is then
+     rewritten (so A and S differ, and a revert changes A's bytes);
+  2. the command under test runs with the kill armed (a named point, or a timer);
+  3. ``sr_scan`` twice;
+  4. checks against the backend's own view (``Scenario.check``).
+"""
+import glob
+import importlib.util
+import os
+import tempfile
+
+from simulator import Pool
+from simulator.errors import XapiError
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+MiB = 1 << 20
+SIZE = 2 * MiB
+BLOCK = 4096
+ZERO = bytes(BLOCK)
+
+# command -> the xapi feature it needs
+COMMANDS = (('vdi_create', 'VDI_CREATE'), ('vdi_delete', 'VDI_DELETE'),
+            ('vdi_snapshot', 'VDI_SNAPSHOT'), ('vdi_clone', 'VDI_CLONE'),
+            ('vdi_resize', 'VDI_RESIZE'), ('vdi_revert', 'VDI_REVERT'),
+            ('vdi_update', 'VDI_UPDATE'))
+
+
+def pattern(label):
+    text = ('%s|' % label).encode()
+    return (text * (BLOCK // len(text) + 1))[:BLOCK]
+
+
+class Killed(Exception):
+    pass
+
+
+class Scenario(object):
+    """One fresh pool + SR of the profile's driver, in its base state."""
+
+    def __init__(self, profile, workdir, env=None):
+        self.profile = profile
+        self.workdir = workdir
+        self.base_env = dict({'SRKIT_GC_GRACE': '0'}, **getattr(profile, 'EXTRA_ENV', {}))
+        self.base_env.update(env or {})
+        self.pool = new_pool(profile, workdir, self.base_env)
+        self.device_config = profile.device_config(workdir)
+        self.sr = self.pool.sr_create(profile.TYPE, self.device_config, name_label='crash')
+        self.sr_uuid = self.pool.sr_record(self.sr)['uuid']
+        features = self.pool.features(profile.TYPE)
+        self.features = set(features)
+        # vdi uuid -> the contents it may hold (a set: a killed revert is done or not)
+        self.expect = {}
+        self.sizes = {}
+        self.A = self._vdi('A')
+        self.S = None
+        if 'VDI_SNAPSHOT' in self.features:
+            self.S = self.pool.vdi_snapshot(self.A)
+            self.expect[self.uuid(self.S)] = {pattern('A')}
+            self.sizes[self.uuid(self.S)] = {SIZE}
+            self.write(self.A, pattern('A2'))
+            self.expect[self.uuid(self.A)] = {pattern('A2')}
+        self.before = set(self.expect)
+        self.new_content = None   # what a VDI the command under test makes may hold
+        self.may_vanish = set()
+
+    # --- helpers -------------------------------------------------------------------
+    def uuid(self, ref):
+        return self.pool.vdi_record(ref)['uuid']
+
+    def _vdi(self, label):
+        ref = self.pool.vdi_create(self.sr, SIZE, name_label=label)
+        self.write(ref, pattern(label))
+        self.expect[self.uuid(ref)] = {pattern(label)}
+        self.sizes[self.uuid(ref)] = {SIZE}
+        return ref
+
+    def write(self, ref, data):
+        dev = self.pool.vdi_attach(ref)['params']
+        try:
+            fd = os.open(dev, os.O_WRONLY)
+            try:
+                os.pwrite(fd, data, 0)
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+        finally:
+            self.pool.vdi_detach(ref)
+
+    def armed(self, env):
+        self.pool.config['extra_env'] = dict(self.base_env, **env)
+
+    def disarmed(self):
+        self.pool.config['extra_env'] = dict(self.base_env)
+
+    # --- the command under test -----------------------------------------------------
+    def run(self, command, env=None):
+        """Run ``command`` on the base state with ``env`` armed; raise Killed if the
+        driver died of a signal. Records what the command may leave behind."""
+        a = self.uuid(self.A)
+        new_content = None
+        if command == 'vdi_create':
+            new_content, action = {ZERO}, lambda: self.pool.vdi_create(self.sr, SIZE)
+        elif command == 'vdi_delete':
+            action = lambda: self.pool.vdi_destroy(self.A)  # noqa: E731
+        elif command in ('vdi_snapshot', 'vdi_clone'):
+            new_content = set(self.expect[a])
+            action = lambda: getattr(self.pool, command)(self.A)  # noqa: E731
+        elif command == 'vdi_resize':
+            self.sizes[a] = {SIZE, 2 * SIZE}
+            action = lambda: self.pool.vdi_resize(self.A, 2 * SIZE)  # noqa: E731
+        elif command == 'vdi_revert':
+            self.expect[a] = self.expect[a] | self.expect[self.uuid(self.S)]
+            action = lambda: self.pool.vdi_revert(self.S)  # noqa: E731
+        elif command == 'vdi_update':
+            self.pool.db.update('VDI', self.A, name_label='A renamed')
+            action = lambda: self.pool.vdi_update(self.A)  # noqa: E731
+        else:
+            raise ValueError(command)
+        self.new_content = new_content
+        self.may_vanish = {a} if command == 'vdi_delete' else set()
+        self.armed(env or {})
+        try:
+            action()
+        except XapiError as e:
+            if 'received signal' in str(e.params[:1]):
+                raise Killed(str(e.params[0]))
+            raise
+        finally:
+            self.disarmed()
+
+    def scan(self, times=2):
+        for _ in range(times):
+            self.pool.sr_scan(self.sr)
+
+    # --- the checks --------------------------------------------------------------------
+    def check(self):
+        """Problems found, as a list of strings (empty: all well)."""
+        p = self.profile
+        problems = []
+        records = dict((self.pool.vdi_record(ref)['uuid'], self.pool.vdi_record(ref))
+                       for ref in self.pool.sr_record(self.sr)['VDIs'])
+        objects = p.objects(self.device_config, self.sr_uuid)
+        locations = set(rec['location'] for rec in records.values())
+        for lost in sorted(self.before - self.may_vanish - set(records)):
+            problems.append('VDI %s existed before and is gone' % lost)
+        for extra in sorted(set(objects) - locations):
+            problems.append('backend object %r has no VDI' % (extra,))
+        for missing in sorted(locations - set(objects)):
+            problems.append('xapi VDI at %r has no backend object' % (missing,))
+        for uuid, rec in sorted(records.items()):
+            location = rec['location']
+            allowed = self.expect.get(uuid, self.new_content)
+            if allowed is None:
+                problems.append('VDI %s appeared, but this command makes no VDI' % uuid)
+                continue
+            if location in objects:
+                if objects[location] != int(rec['virtual_size']):
+                    problems.append('VDI %s: xapi size %s, backend %s' % (
+                        uuid, rec['virtual_size'], objects[location]))
+                if uuid in self.sizes and int(rec['virtual_size']) not in self.sizes[uuid]:
+                    problems.append('VDI %s: size %s, expected one of %s' % (
+                        uuid, rec['virtual_size'], sorted(self.sizes[uuid])))
+                data = p.read(self.device_config, self.sr_uuid, location, 0, BLOCK)
+                if data not in allowed:
+                    problems.append('VDI %s reads %r..., not its own bytes' % (uuid, data[:24]))
+        return problems
+
+    def retry(self, command):
+        """The same command again, unarmed: it must work on the recovered state."""
+        if command == 'vdi_delete' and self.uuid_gone(self.A):
+            return
+        self.run(command)
+
+    def uuid_gone(self, ref):
+        return ref not in self.pool.sr_record(self.sr)['VDIs']
+
+    def teardown(self):
+        """Remove every VDI and the SR: a recovered SR must be removable."""
+        problems = []
+        try:
+            for ref in self.pool.sr_record(self.sr)['VDIs']:
+                self.pool.vdi_destroy(ref)
+            for pbd in self.pool.sr_record(self.sr)['PBDs']:
+                self.pool.pbd_unplug(pbd)
+            self.pool.sr_destroy(self.sr)
+        except XapiError as e:
+            problems.append('cleaning up the recovered SR failed: %s' % (e,))
+        finally:
+            self.pool.close()
+            cleanup = getattr(self.profile, 'cleanup', None)
+            if cleanup:
+                cleanup(self.device_config, self.sr_uuid)
+        return problems
+
+
+def trace_points(profile, command, workdir):
+    """The crash points ``command`` passes on the base state, in order, as
+    SRKIT_CRASH_AT values (``name@n`` for a point passed more than once)."""
+    scenario = Scenario(profile, workdir)
+    trace = os.path.join(workdir, 'trace')
+    try:
+        scenario.run(command, {'SRKIT_CRASH_TRACE': trace})
+    finally:
+        scenario.teardown()
+    seen = {}
+    points = []
+    with open(trace) as f:
+        for name in f.read().split():
+            seen[name] = seen.get(name, 0) + 1
+            points.append(name if seen[name] == 1 else '%s@%d' % (name, seen[name]))
+    return points
+
+
+def crash_at(profile, command, point, workdir):
+    """Kill ``command`` at ``point``, recover, check; return the problems found."""
+    scenario = Scenario(profile, workdir)
+    problems = []
+    try:
+        try:
+            scenario.run(command, {'SRKIT_CRASH_AT': point})
+            problems.append('the command finished: point never reached')
+        except Killed:
+            pass
+        scenario.scan()
+        problems.extend(scenario.check())
+        if not problems:
+            scenario.retry(command)
+            scenario.scan(1)
+            problems.extend('after a retry: ' + p for p in scenario.check())
+    except XapiError as e:
+        problems.append('recovery failed: %s' % (e,))
+    finally:
+        problems.extend(scenario.teardown())
+    return problems
+
+
+def new_pool(profile, workdir, env):
+    """A simulated pool whose only driver is the profile's."""
+    sm_dir = os.path.join(workdir, 'sm')
+    os.makedirs(sm_dir)
+    os.symlink(os.path.join(REPO, 'sm_drivers', profile.EXECUTABLE),
+               os.path.join(sm_dir, profile.EXECUTABLE))
+    return Pool(os.path.join(workdir, 'pool'), sm_dir=sm_dir, extra_env=dict(env))
+
+
+def supported_commands(profile, workdir):
+    """The matrix commands the driver advertises (revert also needs snapshots)."""
+    pool = new_pool(profile, workdir, {})
+    try:
+        features = set(pool.features(profile.TYPE))
+    finally:
+        pool.close()
+    return [c for c, feature in COMMANDS if feature in features
+            and (c != 'vdi_revert' or 'VDI_SNAPSHOT' in features)]
+
+
+def workdir(base, name):
+    return tempfile.mkdtemp(prefix=name + '.', dir=base)
+
+
+def profile_names():
+    """Every driver in the matrix: one tests/crash/profile_<type>.py each."""
+    return sorted(os.path.basename(p)[len('profile_'):-len('.py')]
+                  for p in glob.glob(os.path.join(HERE, 'profile_*.py')))
+
+
+def load_profile(name):
+    spec = importlib.util.spec_from_file_location(
+        'crash_profile_' + name, os.path.join(HERE, 'profile_%s.py' % name))
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module

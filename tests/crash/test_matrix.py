@@ -1,0 +1,33 @@
+"""Kill every mutating command of every driver at every crash point it passes, scan
+twice, and check against the backend's own view (see README.md and matrix.py)."""
+import pytest
+
+import matrix
+
+CASES = [(name, command) for name in matrix.profile_names() for command, _ in matrix.COMMANDS]
+_supported = {}
+
+
+def profile_or_skip(name):
+    profile = matrix.load_profile(name)
+    reason = profile.unavailable()
+    if reason:
+        pytest.skip('%s: %s' % (name, reason))
+    return profile
+
+
+@pytest.mark.parametrize('name,command', CASES, ids=['%s-%s' % c for c in CASES])
+def test_crash_matrix(tmp_path, name, command):
+    profile = profile_or_skip(name)
+    if name not in _supported:
+        _supported[name] = matrix.supported_commands(profile, matrix.workdir(tmp_path, 'caps'))
+    if command not in _supported[name]:
+        pytest.skip('%s SRs do not offer %s' % (name, command))
+    points = matrix.trace_points(profile, command, matrix.workdir(tmp_path, 'trace'))
+    assert points, '%s passes no crash point' % command
+    failures = []
+    for point in points:
+        for problem in matrix.crash_at(profile, command, point,
+                                       matrix.workdir(tmp_path, point.replace('@', '-'))):
+            failures.append('%s killed at %s: %s' % (command, point, problem))
+    assert not failures, '\n'.join(failures)
