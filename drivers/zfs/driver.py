@@ -178,8 +178,11 @@ class ZFSVolDriver(Driver):
         return pools.probe(self.zfs, self.config)
 
     # --- VDIs -------------------------------------------------------------------------------
+    def collect_garbage(self):
+        repair.run(self.zfs, self.sr_ds, self._rows(), self.ctx.log)
+
     def list(self):
-        rows = repair.run(self.zfs, self.sr_ds, self._rows(), self.ctx.log)
+        rows = repair.run(self.zfs, self.sr_ds, self._rows(), self.ctx.log, collect=False)
         found = {}
         for row in rows:
             uuid = row.vdi_uuid()
@@ -318,21 +321,23 @@ class ZFSVolDriver(Driver):
         return size
 
     # --- allocation and changes --------------------------------------------------------------
-    def _sent(self, row, base=None, full=True):
+    def _send(self, row, base=None):
+        """(written, freed) ranges of a send of ``row`` (from ``base``), or its
+        allocated ranges without ``base``."""
         from drivers.zfs import stream
         temp = None
         target = row.name
         if row.type == 'volume':
-            temp = target = L.snap(row.name, L.TEMP + _random())
+            temp = target = L.snap(row.name, L.temp_name(time.time(), _random()))
             self.zfs.snapshot(temp, {})
         try:
             f, finish = self.zfs.send(target, base)
             try:
-                ranges = stream.allocated(f, row.volsize) if full else \
-                    stream.changed(f, row.volsize)
+                if base is None:
+                    return stream.allocated(f, row.volsize)
+                return stream.split(f, row.volsize)
             finally:
                 finish()
-            return ranges
         except ZfsError as e:
             raise e.fault('VDIUnavailable', 'reading the blocks of %s' % row.name)
         finally:
@@ -341,14 +346,19 @@ class ZFSVolDriver(Driver):
 
     def extents(self, uuid):
         """[(offset, length)] of the allocated blocks of a VDI."""
-        return self._sent(self._need(uuid))
+        return self._send(self._need(uuid))
 
     def changed_extents(self, uuid, base_uuid):
-        """[(offset, length)] written or freed since snapshot ``base_uuid``."""
+        """[(offset, length)] that differ from snapshot ``base_uuid``: blocks written
+        since, and freed ranges that held data in ``base_uuid`` (they read as zeros now)."""
+        from drivers.zfs import stream
         row, base = self._need(uuid), self._need(base_uuid)
         if base.type != 'snapshot':
             raise SRError('VDIUnavailable', '%s is not a snapshot' % base_uuid)
-        return self._sent(row, base.name, full=False)
+        written, freed = self._send(row, base.name)
+        if freed:
+            freed = stream.intersect(freed, self._send(base))
+        return stream.merge(written + freed, row.volsize)
 
     # --- datapath -----------------------------------------------------------------------------
     def attach(self, uuid, writable):

@@ -9,7 +9,8 @@
     <...>@retired-<vdi_uuid>                 a deleted snapshot VDI kept for its clones
     <parent>/<sr_uuid>/revert-<vdi_uuid>     a revert in progress (rolled forward or
                                              back by the next scan)
-    <...>@x-<random>                         a temporary snapshot (extents), dropped by scan
+    <...>@x-<unix time>-<random>             a temporary snapshot (extents), dropped by
+                                             scan once older than the GC grace period
 
 Identity comes only from these names, never from properties: ZFS snapshots inherit
 their dataset's user properties, so a snapshot whose own ``srkit:meta`` was never
@@ -55,6 +56,18 @@ def leaf(name):
     if '@' in name:
         return name.split('@', 1)[1]
     return name.rsplit('/', 1)[-1]
+
+
+def temp_name(now, random):
+    return '%s%d-%s' % (TEMP, int(now), random)
+
+
+def temp_time(leaf):
+    """When a temporary snapshot was taken (0 for a name without a time: old enough)."""
+    try:
+        return int(leaf[len(TEMP):].split('-', 1)[0])
+    except ValueError:
+        return 0
 
 
 def encode_meta(uuid, meta):

@@ -1,24 +1,31 @@
 """Roll half-done work forward or back, and drop what no VDI needs any more.
 
-Runs from ``list()`` (sr_scan, sr_update), always under the SR lock, and after
-destroy/revert. Every rule keys on names the driver controls (layout.py):
+Every rule keys on names the driver controls (layout.py). Two sets:
 
+``settle`` (from ``list()``, so a scan never misses a VDI; revert holds the SR lock,
+as does every caller of ``list()``):
 - ``revert-<uuid>`` zvol: if ``<uuid>`` still exists the revert had not switched
   yet -> destroy it (roll back); else rename it to ``<uuid>`` (roll forward).
-- ``@x-*`` temporary snapshots -> destroy.
+
+``collect`` (``collect_garbage`` at sr_scan, and after destroy/revert):
+- ``@x-<time>-*`` temporary snapshots older than ``crash.grace()`` -> destroy
+  (extents/changed_extents take them without the SR lock: a young one may be in use).
 - ``@base-*`` and ``@retired-*`` snapshots without clones -> destroy.
 - ``retired-*`` zvols without snapshots -> destroy (which may free the origin
   snapshot of another retired zvol: repeat until nothing changes).
 """
+
+import time
 
 from drivers.zfs import layout as L
 
 MAX_PASSES = 8
 
 
-def plan(rows):
+def plan(rows, collect=True, now=None, grace=0.0):
     """[(action, name[, new_name])] for one pass over a listing."""
     actions = []
+    now = time.time() if now is None else now
     names = set(r.name for r in rows)
     snaps_of = {}
     for r in rows:
@@ -32,9 +39,13 @@ def plan(rows):
                 actions.append(('destroy', r.name))
             else:
                 actions.append(('rename', r.name, target))
-        elif r.type == 'snapshot':
-            if leaf.startswith(L.TEMP) or (leaf.startswith((L.BASE, L.RETIRED)) and not r.clones):
+        elif r.type == 'snapshot' and collect:
+            if leaf.startswith(L.TEMP) and now - L.temp_time(leaf) >= grace:
                 actions.append(('destroy', r.name))
+            elif leaf.startswith((L.BASE, L.RETIRED)) and not r.clones:
+                actions.append(('destroy', r.name))
+    if not collect:
+        return actions
     for r in rows:
         if r.type == 'volume' and r.leaf.startswith(L.RETIRED):
             left = [s for s in snaps_of.get(r.name, ())
@@ -46,10 +57,12 @@ def plan(rows):
     return actions
 
 
-def run(zfs, sr_ds, rows, log):
+def run(zfs, sr_ds, rows, log, collect=True):
     """Apply plans until the listing is clean; return the final rows."""
+    from framework import crash
+    grace = crash.grace()
     for _ in range(MAX_PASSES):
-        actions = plan(rows)
+        actions = plan(rows, collect, grace=grace)
         if not actions:
             return rows
         for action in actions:

@@ -3,7 +3,9 @@
 A full stream of a snapshot has a WRITE record for every allocated block of the
 volume's data object and FREE records for the holes; an incremental stream
 (``-i base``) has WRITE records for blocks written since ``base`` and FREE records
-for ranges freed since (they read as zeros now: changed too). Payloads are skipped,
+for holes. FREE is conservative: ZFS sends every hole under a rewritten indirect
+block when it cannot tell its birth (``send_holes_without_birth_time``, on by default),
+so a freed range changed only where ``base`` held data. Payloads are skipped,
 never kept. Record layout: OpenZFS ``include/sys/zfs_ioctl.h`` (dmu_replay_record,
 312 bytes, native byte order; a stream from this host is little-endian on x86).
 """
@@ -114,6 +116,24 @@ def allocated(f, size):
     return merge([(o, n) for k, o, n in records(f) if k != FREE], size)
 
 
-def changed(f, size):
-    """Ranges written or freed, from an incremental stream."""
-    return merge([(o, n) for k, o, n in records(f)], size)
+def split(f, size):
+    """(written, freed) ranges of an incremental stream."""
+    written, freed = [], []
+    for kind, offset, length in records(f):
+        (freed if kind == FREE else written).append((offset, length))
+    return merge(written, size), merge(freed, size)
+
+
+def intersect(a, b):
+    """Overlap of two sorted, coalesced range lists."""
+    out, i, j = [], 0, 0
+    while i < len(a) and j < len(b):
+        start = max(a[i][0], b[j][0])
+        end = min(a[i][0] + a[i][1], b[j][0] + b[j][1])
+        if start < end:
+            out.append((start, end - start))
+        if a[i][0] + a[i][1] < b[j][0] + b[j][1]:
+            i += 1
+        else:
+            j += 1
+    return out

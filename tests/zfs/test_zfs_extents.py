@@ -52,6 +52,12 @@ def test_extents_and_changed_extents(driver, zfs):
     driver.snapshot(A, S2, m.new("s2", is_snapshot=True, snapshot_of=A))
     assert driver.changed_extents(S2, S1) == [(10 * MiB + bs, bs), (40 * MiB, bs)]
     assert driver.changed_extents(A, S2) == []
+    # a discarded range that held data reads as zeros now: changed; one that was a hole: not
+    from conftest import sh
+    sh("blkdiscard", "-o", "0", "-l", str(bs), path)
+    sh("blkdiscard", "-o", str(20 * MiB), "-l", str(bs), path)
+    assert driver.changed_extents(A, S2) == [(0, bs)]
+    assert driver.extents(A) == [(10 * MiB, 2 * bs), (40 * MiB, bs)]
     # the temporary snapshots taken for a writable VDI are gone again
     assert [n for n in zfs.names(driver.sr_ds) if "@x-" in n] == []
 

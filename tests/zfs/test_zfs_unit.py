@@ -132,13 +132,16 @@ def test_repair_drops_only_unneeded_hidden_snapshots_and_retired_zvols():
     rows = _rows(SR + "/" + A,
                  (SR + "/" + A + "@base-1", "snapshot"),            # clone gone: drop
                  (SR + "/" + A + "@base-2", "snapshot", 1, SR + "/c"),  # has a clone: keep
-                 (SR + "/" + A + "@x-9", "snapshot"),               # temporary: drop
+                 (SR + "/" + A + "@x-100-9", "snapshot"),           # temporary, old: drop
+                 (SR + "/" + A + "@x-995-9", "snapshot"),           # temporary, young: keep
                  SR + "/retired-1",                                  # no snapshots: drop
                  SR + "/retired-2",
                  (SR + "/retired-2@" + S, "snapshot"))              # a VDI: keep both
-    assert sorted(repair.plan(rows)) == sorted([
-        ("destroy", SR + "/" + A + "@base-1"), ("destroy", SR + "/" + A + "@x-9"),
+    assert sorted(repair.plan(rows, now=1000, grace=10)) == sorted([
+        ("destroy", SR + "/" + A + "@base-1"), ("destroy", SR + "/" + A + "@x-100-9"),
         ("destroy", SR + "/retired-1")])
+    # list() only settles reverts; collecting is sr_scan's
+    assert repair.plan(rows, collect=False) == []
 
 
 def test_repair_destroys_snapshots_before_their_retired_zvol():
@@ -186,8 +189,13 @@ def test_stream_records_give_allocated_and_changed_ranges():
             + _free(1, 65536, stream.ALL_ONES) + _write(1, 32768, 4096)
             + _rec(stream.END))
     assert stream.allocated(io.BytesIO(data), 1 << 20) == [(0, 8192), (32768, 4096)]
-    assert stream.changed(io.BytesIO(data), 1 << 20) == [
-        (0, 8192), (32768, 4096), (65536, (1 << 20) - 65536)]
+    assert stream.split(io.BytesIO(data), 1 << 20) == (
+        [(0, 8192), (32768, 4096)], [(65536, (1 << 20) - 65536)])
+
+
+def test_intersect_ranges():
+    assert stream.intersect([(0, 10), (20, 10)], [(5, 20)]) == [(5, 5), (20, 5)]
+    assert stream.intersect([(0, 10)], []) == []
 
 
 def test_stream_rejects_garbage():
