@@ -76,8 +76,9 @@ def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--quick", action="store_true", help="3 repetitions, 100 zvols")
     ap.add_argument("--vdis", type=int, default=500)
+    ap.add_argument("--reps", type=int, default=7)
     args = ap.parse_args()
-    n = 3 if args.quick else 7
+    n = 3 if args.quick else args.reps
     many = 100 if args.quick else args.vdis
     from simulator import Pool
     work = tempfile.mkdtemp(prefix="zfs-bench-")

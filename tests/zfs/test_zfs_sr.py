@@ -53,6 +53,7 @@ def test_bad_volblocksize_is_115(pool, zpool):
 @pytest.fixture
 def loopdevs(tmp_path):
     made = []
+    sh("modprobe", "loop", check=False)   # a module in Debian's kernel
 
     def make(n=1, size=256 * MiB):
         for i in range(n):

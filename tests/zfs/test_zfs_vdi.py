@@ -91,11 +91,12 @@ def test_deleting_a_vdi_whose_snapshot_has_clones_loses_nothing(pool, make_sr, z
     pool.vdi_detach(v)
     s = pool.vdi_snapshot(v)
     c = pool.vdi_clone(s)
-    snap_name = "%s@%s" % (sr.zvol(v), sr.loc(s))
+    zvol = sr.zvol(v)
+    snap_name = "%s@%s" % (zvol, sr.loc(s))
 
     pool.vdi_destroy(v)     # deferred: the zvol is retired, its snapshot stays a VDI
     rows = zfs.rows(sr.dataset)
-    assert sr.zvol(v) not in rows
+    assert zvol not in rows
     retired = [n for n in rows if "/retired-" in n and "@" not in n]
     assert len(retired) == 1
     assert rows[sr.zvol(c)]["origin"] == "%s@%s" % (retired[0], sr.loc(s))
