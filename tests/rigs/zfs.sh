@@ -15,7 +15,7 @@
 # python with python3-pyzfs are there; writes outside the working directory are discarded.
 #
 # Knobs: ZFS_VM_MEM (MiB, 3072) ZFS_VM_CPUS (2) ZFS_VM_DISK_SIZE (4G; 0 = none)
-#        ZFS_VM_TIMEOUT (s, 3600) ZFS_VM_CACHE (/var/cache/srkit-zfs-vm) ZFS_VM_VERBOSE
+#        ZFS_VM_TIMEOUT (s, 7200) ZFS_VM_CACHE (/var/cache/srkit-zfs-vm) ZFS_VM_VERBOSE
 # Exit codes of the rig itself: 90 zfs.ko did not load, 91 working dir missing in the guest,
 # 124 timeout, 125 the guest died without a status (tail of its console is printed).
 set -euo pipefail
@@ -174,7 +174,7 @@ EOF
     fi
     [ -n "${ZFS_VM_VERBOSE:-}" ] && say "kernel $k, $accel, exchange dir $x"
     set +e
-    timeout --foreground -k 10 "${ZFS_VM_TIMEOUT:-3600}" qemu-system-x86_64 \
+    timeout --foreground -k 10 "${ZFS_VM_TIMEOUT:-7200}" qemu-system-x86_64 \
         -name srkit-zfs "${mach[@]}" -smp "${ZFS_VM_CPUS:-2}" -m "${ZFS_VM_MEM:-3072}" \
         -nodefaults -no-user-config -display none -vga none -no-reboot \
         -kernel "/boot/vmlinuz-$k" -initrd "$initrd" \
@@ -195,7 +195,7 @@ EOF
         exit "$rc"
     fi
     rm -f "$x/disk.img"
-    [ $qrc -eq 124 ] && { say "timeout after ${ZFS_VM_TIMEOUT:-3600} s"; exit 124; }
+    [ $qrc -eq 124 ] && { say "timeout after ${ZFS_VM_TIMEOUT:-7200} s"; exit 124; }
     say "guest exited without a status (qemu rc $qrc); console log $x/console.log:"
     tail -n 30 "$x/console.log" >&2 || true
     exit 125

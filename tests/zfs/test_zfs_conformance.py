@@ -23,7 +23,7 @@ def test_conformance_suite_passes_on_zfsvol(zpool, tmp_path):
            "--", "-q", "-p", "no:randomly", "-p", "no:cacheprovider",
            "--junitxml", str(junit), "--basetemp", str(tmp_path / "base")]
     proc = subprocess.run(cmd, cwd=str(tmp_path), env=env, capture_output=True, text=True,
-                          timeout=1800)
+                          timeout=3600)
     assert proc.returncode == 0, proc.stdout[-6000:] + proc.stderr[-3000:]
     passed, skipped = [], set()
     for case in ET.parse(str(junit)).getroot().iter("testcase"):

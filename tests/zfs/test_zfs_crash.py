@@ -15,8 +15,8 @@ import matrix  # noqa: E402
 
 pytestmark = [pytest.mark.zfs, pytest.mark.skipif(
     os.environ.get("SRKIT_ZFS_CRASH") != "1",
-    reason="the zfsvol crash matrix boots no extra guest but takes ~10 s per kill under "
-           "TCG: opt in with SRKIT_ZFS_CRASH=1")]
+    reason="every kill needs a fresh pool, SR and base state, slow under TCG: "
+           "opt in with SRKIT_ZFS_CRASH=1")]
 COMMANDS = [c for c, _ in matrix.COMMANDS]
 
 
