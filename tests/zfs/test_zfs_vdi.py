@@ -91,23 +91,23 @@ def test_deleting_a_vdi_whose_snapshot_has_clones_loses_nothing(pool, make_sr, z
     pool.vdi_detach(v)
     s = pool.vdi_snapshot(v)
     c = pool.vdi_clone(s)
-    zvol = sr.zvol(v)
-    snap_name = "%s@%s" % (zvol, sr.loc(s))
+    zvol, s_loc = sr.zvol(v), sr.loc(s)
+    snap_name = "%s@%s" % (zvol, s_loc)
 
     pool.vdi_destroy(v)     # deferred: the zvol is retired, its snapshot stays a VDI
     rows = zfs.rows(sr.dataset)
     assert zvol not in rows
     retired = [n for n in rows if "/retired-" in n and "@" not in n]
     assert len(retired) == 1
-    assert rows[sr.zvol(c)]["origin"] == "%s@%s" % (retired[0], sr.loc(s))
+    assert rows[sr.zvol(c)]["origin"] == "%s@%s" % (retired[0], s_loc)
     pool.sr_scan(sr.ref)
     assert sorted(pool.vdi_record(r)["location"] for r in pool.sr_record(sr.ref)["VDIs"]) == \
-        sorted([sr.loc(s), sr.loc(c)])
+        sorted([s_loc, sr.loc(c)])
     assert snap_name not in rows
 
     pool.vdi_destroy(s)     # the snapshot has a clone: kept under a non-VDI name
     rows = zfs.rows(sr.dataset)
-    assert "%s@retired-%s" % (retired[0], sr.loc(s)) in rows
+    assert "%s@retired-%s" % (retired[0], s_loc) in rows
     assert read(pool.vdi_attach(c)["params"], 0, 512) == b"P" * 512
     pool.vdi_detach(c)
 
