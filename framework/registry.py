@@ -19,6 +19,8 @@ DRIVERS = {
     's3': ('drivers.s3.driver:S3Driver',
            'install python3-boto3 and python3-zstandard, and for attach nbdkit, '
            'nbdkit-plugin-python, libnbd-bin (nbdfuse) and fuse3'),
+    'zfsvol': ('drivers.zfs.driver:ZFSVolDriver',
+               'install zfsutils-linux (the zfs command) and optionally python3-pyzfs'),
 }
 
 

@@ -1,0 +1,38 @@
+"""The crash matrix (tests/crash) for zfsvol, inside the guest: every mutating command
+killed at every crash point it passes, then two scans, then the checks against
+`zfs list` and the zvol devices (tests/crash/profile_zfsvol.py). Opt-in
+(SRKIT_ZFS_CRASH=1, exported before ./dev test: the guest inherits it), as every kill
+costs a fresh pool, SR and base state at TCG speed."""
+import os
+import sys
+
+import pytest
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path.insert(0, os.path.join(os.path.dirname(HERE), "crash"))
+
+import matrix  # noqa: E402
+
+pytestmark = [pytest.mark.zfs, pytest.mark.skipif(
+    os.environ.get("SRKIT_ZFS_CRASH") != "1",
+    reason="every kill needs a fresh pool, SR and base state, slow under TCG: "
+           "opt in with SRKIT_ZFS_CRASH=1")]
+COMMANDS = [c for c, _ in matrix.COMMANDS]
+
+
+@pytest.mark.parametrize("command", COMMANDS)
+def test_zfsvol_crash_matrix(tmp_path, command):
+    profile = matrix.load_profile("zfsvol")
+    reason = profile.unavailable()
+    if reason:
+        pytest.skip(reason)
+    if command not in matrix.supported_commands(profile, matrix.workdir(tmp_path, "caps")):
+        pytest.skip("zfsvol SRs do not offer %s" % command)
+    points = matrix.trace_points(profile, command, matrix.workdir(tmp_path, "trace"))
+    assert points, "%s passes no crash point" % command
+    failures = []
+    for point in points:
+        for problem in matrix.crash_at(profile, command, point,
+                                       matrix.workdir(tmp_path, point.replace("@", "-"))):
+            failures.append("%s killed at %s: %s" % (command, point, problem))
+    assert not failures, "\n".join(failures)

@@ -1,0 +1,78 @@
+"""extents and changed_extents of the zfsvol driver, read from zfs send streams of real
+zvols, on both APIs (driver used in-process through its CLI backend, and by pyzfs
+where the test interpreter can import it)."""
+import pytest
+
+from conftest import MiB, write
+from framework import meta as m
+
+pytestmark = pytest.mark.zfs
+
+
+class Log(object):
+    def info(self, msg):
+        pass
+
+    error = info
+
+
+@pytest.fixture
+def driver(tmp_path, zpool):
+    from drivers.zfs.driver import ZFSVolDriver
+    from framework.driver import Context
+    from framework.options import validate
+    cfg = validate(ZFSVolDriver.options, {"pool": zpool, "api": "cli"}, None)
+    d = ZFSVolDriver("00000000-0000-4000-8000-0000000000e1", cfg,
+                     Context(str(tmp_path), Log(), True))
+    d.sr_create(0)
+    yield d
+    import subprocess
+    subprocess.run(["zfs", "destroy", "-r", d.sr_ds], capture_output=True)
+
+
+A = "aaaaaaaa-0000-4000-8000-0000000000a1"
+S1 = "aaaaaaaa-0000-4000-8000-0000000000b1"
+S2 = "aaaaaaaa-0000-4000-8000-0000000000b2"
+
+
+def test_extents_and_changed_extents(driver, zfs):
+    bs = driver.blocksize
+    v = driver.create(A, 64 * MiB, m.new("x"))
+    assert v.virtual_size == 64 * MiB
+    path = driver.attach(A, True)
+    assert driver.extents(A) == []
+    write(path, 0, b"\1" * bs)
+    write(path, 10 * MiB, b"\2" * (2 * bs))
+    assert driver.extents(A) == [(0, bs), (10 * MiB, 2 * bs)]
+    driver.snapshot(A, S1, m.new("s1", is_snapshot=True, snapshot_of=A))
+    assert driver.extents(S1) == [(0, bs), (10 * MiB, 2 * bs)]
+    write(path, 10 * MiB + bs, b"\3" * bs)
+    write(path, 40 * MiB, b"\4" * bs)
+    assert driver.changed_extents(A, S1) == [(10 * MiB + bs, bs), (40 * MiB, bs)]
+    driver.snapshot(A, S2, m.new("s2", is_snapshot=True, snapshot_of=A))
+    assert driver.changed_extents(S2, S1) == [(10 * MiB + bs, bs), (40 * MiB, bs)]
+    assert driver.changed_extents(A, S2) == []
+    # a discarded range that held data reads as zeros now: changed; one that was a hole: not
+    from conftest import sh
+    sh("blkdiscard", "-o", "0", "-l", str(bs), path)
+    sh("blkdiscard", "-o", str(20 * MiB), "-l", str(bs), path)
+    assert driver.changed_extents(A, S2) == [(0, bs)]
+    assert driver.extents(A) == [(10 * MiB, 2 * bs), (40 * MiB, bs)]
+    # the temporary snapshots taken for a writable VDI are gone again
+    assert [n for n in zfs.names(driver.sr_ds) if "@x-" in n] == []
+
+
+def test_attach_waits_for_the_link_and_fails_clearly_when_it_never_comes(driver):
+    import time
+    from framework.errors import SRError
+    from drivers.zfs import layout as L
+    from conftest import sh
+    driver.config["udev_timeout"] = 2
+    # volmode=none: ZFS makes no device node at all, so udev never makes the link
+    sh("zfs", "create", "-s", "-V", str(MiB), "-o", "volmode=none", "-o",
+       "%s=%s" % (L.META_PROP, L.encode_meta(A, m.new("x"))), driver.sr_ds + "/" + A)
+    t = time.monotonic()
+    with pytest.raises(SRError) as e:
+        driver.attach(A, True)
+    assert e.value.code == 46 and "/dev/zvol/%s/%s" % (driver.sr_ds, A) in str(e.value)
+    assert 2 <= time.monotonic() - t < 10
