@@ -24,6 +24,8 @@ Errors: raise ``framework.errors.SRError(name, detail)``; anything else becomes
 a generic fault (1200) with the exception text.
 """
 
+import os
+
 from framework import API_VERSION, API_AGE
 from framework.errors import SRError
 
@@ -61,6 +63,16 @@ class Context(object):
         if self._host_uuid is None:
             self._host_uuid = self._host_uuid_lookup() if self._host_uuid_lookup else ''
         return self._host_uuid
+
+    @property
+    def host_id(self):
+        """Who this host is in a single-writer lease: its uuid, or its hostname where
+        xapi cannot say (attach_from_config at boot, xapi unreachable)."""
+        try:
+            host = self.host_uuid
+        except Exception:
+            host = ''
+        return host or os.uname()[1]
 
 
 class Driver(object):

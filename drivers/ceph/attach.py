@@ -22,7 +22,7 @@ class AttachMixin(object):
         entry = self._need(uuid)
         writable = writable and entry.kind == L.IMAGE
         if writable:
-            self._check_lease(uuid, 'attach read-write', allow_host=self._host_id())
+            self._check_lease(uuid, 'attach read-write', allow_host=self.ctx.host_id)
         existing = datapath.load_record(self.ctx.state_dir, uuid)
         if existing and os.path.exists(datapath.device_of(existing) or ''):
             return datapath.device_of(existing)
@@ -30,7 +30,7 @@ class AttachMixin(object):
         image, snap, temp = entry.image, entry.snap or None, ''
         if kind == 'fuse' and snap:
             # rbd-fuse opens heads only: expose the snapshot through a COW clone
-            temp = L.attach_clone_name(entry.uuid, self._host_id()[:8])
+            temp = L.attach_clone_name(entry.uuid, self.ctx.host_id[:8])
             try:
                 with self._image(entry.image) as img:
                     if not img.is_protected_snap(snap):

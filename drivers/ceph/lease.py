@@ -116,14 +116,6 @@ class LeaseMixin(object):
                           % (what, name, ', '.join(w['addr'] for w in watchers)))
 
     # --- the lease -----------------------------------------------------------------
-    def _host_id(self):
-        host = ''
-        try:
-            host = self.ctx.host_uuid
-        except Exception:
-            host = ''
-        return host or os.uname()[1]
-
     def _lease(self, uuid):
         import json
         rados = rados_module()
@@ -150,7 +142,7 @@ class LeaseMixin(object):
         entry = self._need(uuid)
         if entry.kind == L.SNAP:
             return
-        host = self._host_id()
+        host = self.ctx.host_id
         record = datapath.load_record(self.ctx.state_dir, uuid) or {}
         lease = {'host': host, 'since': time.strftime('%Y-%m-%dT%H:%M:%SZ', time.gmtime()),
                  'clients': record.get('clients', []), 'datapath': record.get('kind', '')}
@@ -177,7 +169,7 @@ class LeaseMixin(object):
         lease = self._lease(uuid)
         if lease is None:
             return
-        if lease.get('host') != self._host_id():
+        if lease.get('host') != self.ctx.host_id:
             self.ctx.log.error('deactivate %s: lease held by %s, not this host; left alone'
                                % (uuid, lease.get('host')))
             return

@@ -18,7 +18,7 @@ TMP = '.tmp'
 XATTR = 'user.srkit.meta'
 
 
-def _fsync_dir(path):
+def fsync_dir(path):
     fd = os.open(path, os.O_RDONLY)
     try:
         os.fsync(fd)
@@ -52,7 +52,7 @@ class SidecarMeta(object):
             os.fsync(f.fileno())
         store._point(command, 'after-meta-tmp')
         os.rename(path + TMP, path)
-        _fsync_dir(store.root)
+        fsync_dir(store.root)
 
     def remove(self, store, uuid):
         try:
@@ -61,7 +61,7 @@ class SidecarMeta(object):
             if e.errno != errno.ENOENT:
                 raise
             return
-        _fsync_dir(store.root)
+        fsync_dir(store.root)
 
     def carry(self, store, meta, path):
         """Nothing to do: the record is beside the file, not on it."""

@@ -27,7 +27,7 @@ import time
 from framework import crash, sparse
 from framework.driver import Volume
 from framework.errors import SRError
-from drivers.files.meta import META, TMP, SidecarMeta
+from drivers.files.meta import META, TMP, SidecarMeta, fsync_dir as _fsync_dir
 
 MARKER = '.srkit-sr'
 RAW = '.raw'
@@ -45,14 +45,6 @@ def _unlink(path):
         if e.errno != errno.ENOENT:
             raise
         return False
-
-
-def _fsync_dir(path):
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 class FileStore(object):

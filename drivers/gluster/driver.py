@@ -96,12 +96,6 @@ class GlusterDriver(Driver):
             self._mount()
         gmount.ensure_healthy(self.mountpoint)
 
-    def _host_id(self):
-        try:
-            host = self.ctx.host_uuid
-        except Exception:
-            host = ''
-        return host or os.uname()[1]
 
     # --- SR ------------------------------------------------------------------------------
     def sr_create(self, physical_size):
@@ -220,11 +214,11 @@ class GlusterDriver(Driver):
         self._need_mount()
         if self._need(uuid).read_only:
             return
-        lease.take(self.root, uuid, self._host_id())
+        lease.take(self.root, uuid, self.ctx.host_id)
 
     def deactivate(self, uuid):
         self._need_mount()
-        lease.release(self.root, uuid, self._host_id(), self.ctx.log)
+        lease.release(self.root, uuid, self.ctx.host_id, self.ctx.log)
 
     # --- datapath ------------------------------------------------------------------------
     def attach(self, uuid, writable):

@@ -284,12 +284,6 @@ class S3Driver(Driver):
         return manifest.changed_extents(self._need(uuid), self._need(base_uuid))
 
     # --- single writer ------------------------------------------------------------------
-    def _host_id(self):
-        try:
-            host = self.ctx.host_uuid
-        except Exception:
-            host = ''
-        return host or os.uname()[1]
 
     @_mapped('VDIUnavailable')
     def activate(self, uuid, writable):
@@ -298,12 +292,12 @@ class S3Driver(Driver):
         if not writable or doc.get('meta', {}).get('read_only') == 'true':
             return
         lease.acquire(self.client, self.bucket, layout.lease(self.root, uuid), uuid,
-                      self._host_id())
+                      self.ctx.host_id)
 
     @_mapped('VDIUnavailable')
     def deactivate(self, uuid):
         from drivers.s3 import lease
-        lease.release(self.client, self.bucket, layout.lease(self.root, uuid), self._host_id(),
+        lease.release(self.client, self.bucket, layout.lease(self.root, uuid), self.ctx.host_id,
                       self.ctx.log)
 
     # --- datapath ---------------------------------------------------------------------
@@ -313,7 +307,7 @@ class S3Driver(Driver):
         self._need(uuid)
         settings = connection.client_settings(self.config)
         settings.update(root=self.root, cache=os.path.join(
-            self.config['cache_dir'], self.sr_uuid, self._host_id(), uuid))
+            self.config['cache_dir'], self.sr_uuid, self.ctx.host_id, uuid))
         return datapath.device_of(datapath.attach(self.ctx.state_dir, settings, uuid,
                                                   writable))
 
@@ -321,7 +315,7 @@ class S3Driver(Driver):
     def detach(self, uuid):
         import shutil
         from drivers.s3 import datapath
-        record_cache = os.path.join(self.config['cache_dir'], self.sr_uuid, self._host_id(),
+        record_cache = os.path.join(self.config['cache_dir'], self.sr_uuid, self.ctx.host_id,
                                     uuid)
         if not datapath.detach(self.ctx.state_dir, uuid):
             self.ctx.log.error('s3 detach %s: nbdkit did not finish its final flush; data '
