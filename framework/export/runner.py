@@ -113,6 +113,10 @@ def run(job, log, creator=None, status=None):
 
 def main(argv):
     from framework.log import Log
+    # Our own messages (errors, progress) go to the stderr we were given, through a
+    # descriptor of our own: a driver may point fd 2 elsewhere while it works (rbd
+    # keeps what librados prints there, to scrub it of secrets).
+    sys.stderr = os.fdopen(os.dup(2), 'w', 1)
     log = Log()
     if len(argv) != 1:
         sys.stderr.write('usage: python3 -m framework.export JOB_JSON\n')

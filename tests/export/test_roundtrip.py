@@ -6,7 +6,7 @@ import subprocess
 
 import pytest
 
-from conftest import MiB, QEMU_FORMAT, apply, decompress, need_tools, pattern, qemu_img
+from conftest import REPO, MiB, QEMU_FORMAT, apply, decompress, need_tools, pattern, qemu_img
 
 SIZE = 40 * MiB
 
@@ -96,7 +96,6 @@ def test_stdout_to_stdin(local_sr, tmp_path):
     sr.write(vdi, pieces)
     env = dict(os.environ, SRKIT_POOL=sr.pool.path)
     import sys
-    from conftest import REPO
     cmd = [sys.executable, "-m", "simulator.cli", "xe"]
     exporter = subprocess.Popen(cmd + ["vdi-export", "uuid=" + vdi, "filename=-",
                                        "format=vhd", "compression=zstd:1"],

@@ -35,15 +35,21 @@ def _client_processes(mountpoint):
 def bricks_restored(gluster_env):
     yield
     volume = gluster_env["SRKIT_GLUSTER_VOLUME"]
-    gluster_cli(gluster_env, "volume", "start", volume, "force")
-    assert wait_until(lambda: len(brick_pids(gluster_env, volume)) == 2, 30)
+
+    def restarted():
+        # `start force` can be lost while glusterd is busy (a loaded machine): repeat it
+        if len(brick_pids(gluster_env, volume)) == 2:
+            return True
+        gluster_cli(gluster_env, "volume", "start", volume, "force")
+        return wait_until(lambda: len(brick_pids(gluster_env, volume)) == 2, 15)
+    assert wait_until(restarted, 120, 1)
     gluster_cli(gluster_env, "volume", "heal", volume)
     bricks = gluster_env["SRKIT_GLUSTER_BRICKS"].split(":")
 
     def tree(brick):   # `heal info` needs glusterd's default socket: compare the bricks
         return sorted((os.path.relpath(d, brick), sorted(f))
                       for d, _, f in os.walk(brick) if "/.glusterfs" not in d + "/")
-    wait_until(lambda: tree(bricks[0]) == tree(bricks[1]), 30, 0.5)
+    wait_until(lambda: tree(bricks[0]) == tree(bricks[1]), 90, 0.5)
 
 
 def test_sr_stays_usable_with_one_brick_killed(pool, sr, gluster_env, bricks_restored):
