@@ -40,18 +40,28 @@ def take(root, uuid, host):
     import json
     record = {'host': host, 'since': time.strftime('%Y-%m-%dT%H:%M:%SZ', time.gmtime()),
               'pid': os.getpid()}
-    try:
-        fd = os.open(path(root, uuid), os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    except OSError as e:
-        if e.errno != errno.EEXIST:
-            raise
-        held = read(root, uuid) or {}
+    for attempt in range(5):
+        try:
+            fd = os.open(path(root, uuid), os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+            break
+        except OSError as e:
+            if e.errno != errno.EEXIST:
+                raise
+        held = read(root, uuid)
+        if held is None:
+            # the kernel's FUSE dentry cache still had a lease another client removed
+            # (a fence): the failed open dropped that entry, so ask the volume again
+            time.sleep(0.2 * attempt)
+            continue
         if held.get('host') == host:
             return held   # this host holds it already (idempotent re-activation)
         raise SRError('VDIInUse', 'VDI %s is active read-write on host %s since %s; a VDI '
                       'is writable on one host at a time. If that host is dead, fence it '
                       '(docs/gluster.md: "Fencing a dead host")'
                       % (uuid, held.get('host') or '?', held.get('since') or '?'))
+    else:
+        raise SRError('VDIInUse', 'the lease of VDI %s keeps appearing and vanishing; '
+                      'another host is taking and releasing it' % uuid)
     try:
         os.write(fd, json.dumps(record, sort_keys=True).encode('utf-8'))
         os.fsync(fd)

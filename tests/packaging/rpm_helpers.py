@@ -13,8 +13,10 @@ TOOLS = ('rpmbuild', 'rpmsign', 'rpm2cpio', 'createrepo_c', 'dnf', 'rpmlint', 'g
 BUSYBOX = '/bin/busybox'
 # what the srkit scriptlets and the sm-plugins hook run, all busybox applets
 APPLETS = ('sh', 'rm', 'mkdir', 'cat', 'mv', 'sed', 'tail', 'tr', 'cmp', 'chmod', 'echo', 'ls')
-# dom0 owns these directories (filesystem, xapi-core, sm); srkit must not leave them behind
-DOM0_DIRS = ('/bin', '/etc', '/etc/xapi.conf.d', '/opt', '/opt/xensource', '/opt/xensource/sm',
+# dom0 owns these directories (filesystem, xapi-core, sm; /etc/xapi.d/plugins is xapi's
+# host-plugin directory); srkit must not leave them behind
+DOM0_DIRS = ('/bin', '/etc', '/etc/xapi.conf.d', '/etc/xapi.d', '/etc/xapi.d/plugins',
+             '/opt', '/opt/xensource', '/opt/xensource/sm',
              '/usr', '/usr/bin', '/usr/lib', '/usr/libexec')
 EPOCH = '1700000000'
 # XCP-ng 8.3's default sm-plugins (xapi.conf as patched by XCP-ng's xapi RPM,
