@@ -15,6 +15,9 @@ from framework.errors import SRError
 
 PREFIX = '.lease.'
 FENCED = '.fenced.'
+# how long a FUSE client may serve a removed file from its caches: the kernel's entry
+# and attribute timeouts and Gluster's md-cache/quick-read are 1 s by default
+CACHE_LIFETIME = 1.5
 
 
 def path(root, uuid):
@@ -40,6 +43,7 @@ def take(root, uuid, host):
     import json
     record = {'host': host, 'since': time.strftime('%Y-%m-%dT%H:%M:%SZ', time.gmtime()),
               'pid': os.getpid()}
+    recheck = True
     for attempt in range(5):
         try:
             fd = os.open(path(root, uuid), os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
@@ -48,13 +52,17 @@ def take(root, uuid, host):
             if e.errno != errno.EEXIST:
                 raise
         held = read(root, uuid)
-        if held is None:
-            # the kernel's FUSE dentry cache still had a lease another client removed
-            # (a fence): the failed open dropped that entry, so ask the volume again
+        if held is None:   # the open just dropped a stale cache entry: ask the volume again
             time.sleep(0.2 * attempt)
             continue
         if held.get('host') == host:
             return held   # this host holds it already (idempotent re-activation)
+        if recheck:
+            # a lease another client removed (a release, a fence) can still be served
+            # from this client's caches for their lifetime: look once more after it
+            recheck = False
+            time.sleep(CACHE_LIFETIME)
+            continue
         raise SRError('VDIInUse', 'VDI %s is active read-write on host %s since %s; a VDI '
                       'is writable on one host at a time. If that host is dead, fence it '
                       '(docs/gluster.md: "Fencing a dead host")'
