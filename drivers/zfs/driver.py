@@ -63,11 +63,11 @@ class ZFSVolDriver(Driver):
         if self._zfs is None:
             from drivers.zfs import cli, lzc
             api = self.config.get('api') or 'auto'
-            module = lzc.load() if api in ('auto', 'pyzfs') else None
-            if api == 'pyzfs' and module is None:
-                raise SRError('SRUnavailable', 'api=pyzfs but libzfs_core does not import: '
+            use = api in ('auto', 'pyzfs') and lzc.installed()
+            if api == 'pyzfs' and not use:
+                raise SRError('SRUnavailable', 'api=pyzfs but libzfs_core is not installed: '
                               'install python3-pyzfs, or use api=auto')
-            self._zfs = lzc.Lzc(module) if module else cli.Cli()
+            self._zfs = lzc.Lzc() if use else cli.Cli()
         return self._zfs
 
     @property
@@ -86,7 +86,8 @@ class ZFSVolDriver(Driver):
             parent = L.leaf(row.dataset)
             meta = m.new(is_snapshot=snapshot, read_only=snapshot,
                          snapshot_of=parent if snapshot and L.is_uuid(parent) else '')
-        return Volume(uuid, row.volsize, row.used, meta, read_only=snapshot)
+        return Volume(uuid, row.volsize, row.used, meta,
+                      read_only=snapshot or m.flag(meta, m.READ_ONLY))
 
     def _rows(self):
         try:

@@ -1,12 +1,11 @@
 """The conformance suite (simulator/conformance) passes against sm_drivers/LocalSR."""
-import os
 import subprocess
 import sys
-import xml.etree.ElementTree as ET
 
 import pytest
 
 from protocol_rig import LOCALSR, REPO
+from simulator.conformance import outcome
 
 # what LocalSR legitimately does not do (it advertises neither VDI_ACTIVATE nor
 # VDI_DEACTIVATE, and advertises snapshot, clone and resize)
@@ -15,35 +14,8 @@ EXPECTED_SKIPS = {"test_activate_and_deactivate_twice",
                   "test_data_visible_from_every_host_of_a_shared_sr"}
 
 
-def run_suite(tmp_path, *extra):
-    junit = tmp_path / "conformance.xml"
-    env = dict(os.environ, PYTHONPATH=REPO + os.pathsep + os.environ.get("PYTHONPATH", ""))
-    proc = subprocess.run(
-        [sys.executable, "-m", "simulator.conformance.run", "--driver", LOCALSR,
-         "--device-config", "location=@tmpdir"] + list(extra) +
-        ["--", "-q", "-p", "no:randomly", "--junitxml", str(junit),
-         "--basetemp", str(tmp_path / "base")],
-        cwd=str(tmp_path), env=env, capture_output=True, text=True, timeout=900)
-    results = {}
-    if junit.exists():
-        for case in ET.parse(str(junit)).getroot().iter("testcase"):
-            name = case.get("name").split("[")[0]
-            outcome = "passed"
-            for tag in ("failure", "error", "skipped"):
-                if case.find(tag) is not None:
-                    outcome = tag
-            results.setdefault(outcome, []).append(case.get("name"))
-            results.setdefault("_by_name", {}).setdefault(name, set()).add(outcome)
-    return proc, results
-
-
 def test_conformance_suite_passes_on_local(tmp_path):
-    proc, results = run_suite(tmp_path)
-    assert proc.returncode == 0, proc.stdout[-6000:] + proc.stderr[-3000:]
-    assert not results.get("failure") and not results.get("error"), results
-    assert len(results.get("passed", [])) >= 60, results.get("passed")
-    skipped = set(n.split("[")[0] for n in results.get("skipped", []))
-    assert skipped <= EXPECTED_SKIPS, "unexpected skips: %s" % (skipped - EXPECTED_SKIPS)
+    outcome.run(LOCALSR, {"location": "@tmpdir"}, tmp_path).assert_green(EXPECTED_SKIPS)
 
 
 def test_conformance_suite_detects_a_broken_driver(tmp_path):
