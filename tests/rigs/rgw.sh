@@ -64,8 +64,10 @@ up() {
     local i
     for i in $(seq 1 300); do port_busy "$port" && break; sleep 0.1; done
     port_busy "$port" || die "radosgw did not listen on 127.0.0.1:$port; see $D/rgw.log"
-    radosgw-admin -c "$C" user create --uid srkit --display-name "srkit tests" \
-        --access-key "$ACCESS" --secret-key "$SECRET" >/dev/null
+    # (already there when rgw is brought up again on a cluster that kept running)
+    radosgw-admin -c "$C" user info --uid srkit >/dev/null 2>&1 \
+        || radosgw-admin -c "$C" user create --uid srkit --display-name "srkit tests" \
+            --access-key "$ACCESS" --secret-key "$SECRET" >/dev/null
     /usr/bin/python3 - "$port" "$ACCESS" "$SECRET" "$BUCKET" <<'PY'
 import sys, time, boto3
 from botocore.config import Config
