@@ -82,7 +82,11 @@ def make_client(config):
 
 def _enable_conditional_headers(client):
     """Let put/delete carry If-None-Match / If-Match even where the installed
-    botocore predates those parameters: pass them as ``Conditional={...}``."""
+    botocore predates those parameters: pass them as ``Conditional={...}``.
+
+    An ETag goes out without its quotes: radosgw 16 compares If-Match on PUT with
+    the bare stored ETag (a quoted one never matches, 412), and SeaweedFS and AWS
+    accept both forms (docs/s3.md, "Where the servers differ")."""
     import threading
     local = threading.local()
 
@@ -93,12 +97,20 @@ def _enable_conditional_headers(client):
         headers = getattr(local, 'headers', None)
         if headers:
             for name, value in headers.items():
-                request.headers[name] = value
+                request.headers[name] = bare_etag(value)
             local.headers = None
 
     for op in ('PutObject', 'DeleteObject'):
         client.meta.events.register('before-parameter-build.s3.%s' % op, stash)
         client.meta.events.register('before-sign.s3.%s' % op, inject)
+
+
+def bare_etag(etag):
+    """An ETag as radosgw compares it: no quotes ('*' stays '*')."""
+    etag = str(etag)
+    if len(etag) >= 2 and etag[0] == etag[-1] == '"':
+        return etag[1:-1]
+    return etag
 
 
 def error_code(e):

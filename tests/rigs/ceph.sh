@@ -254,7 +254,8 @@ down() {
         done
     fi
     local kind
-    for kind in mgr osd mon; do
+    # a radosgw (tests/rigs/rgw.sh) on this cluster goes first, while the mon still answers
+    for kind in client.rgw mgr osd mon; do
         for pf in "$D"/run/ceph-"$kind".*.pid; do
             [ -e "$pf" ] && stop_daemon "$D" "$pf"
         done

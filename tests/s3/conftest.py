@@ -3,6 +3,10 @@ two-host pool running sm_drivers/S3SR, and a boto3 client to check what the buck
 itself holds after each driver call. No mocks.
 
 Skips cleanly unless SRKIT_S3_ENDPOINT is set (eval "$(tests/rigs/s3.sh env DIR)").
+
+Two servers: SeaweedFS (tests/rigs/s3.sh, SRKIT_S3_*) for every test, and radosgw
+(tests/rigs/rgw.sh, SRKIT_RGW_*) for the tests marked ``s3_servers`` (layout and
+lease): those run once per server, and the radosgw one skips when its rig is not up.
 """
 import json
 import os
@@ -18,10 +22,32 @@ MiB = 1024 * 1024
 CHUNK = MiB
 
 
-def _need_server():
-    if not os.environ.get("SRKIT_S3_ENDPOINT"):
-        pytest.skip("no S3 server: run tests/rigs/s3.sh up DIR and "
-                    "eval \"$(tests/rigs/s3.sh env DIR)\"")
+# server name -> (its rig, the prefix of the variables that rig's `env` exports)
+SERVERS = {"seaweedfs": ("s3", "SRKIT_S3_"), "radosgw": ("rgw", "SRKIT_RGW_")}
+
+
+def pytest_configure(config):
+    config.addinivalue_line("markers", "s3_servers: run once per S3 server (SeaweedFS and "
+                            "radosgw); the radosgw run skips unless tests/rigs/rgw.sh is up")
+
+
+def pytest_generate_tests(metafunc):
+    if metafunc.definition.get_closest_marker("s3_servers") and \
+            "s3_server" in metafunc.fixturenames:
+        metafunc.parametrize("s3_server", sorted(SERVERS, reverse=True))
+
+
+@pytest.fixture
+def s3_server():
+    """The server a test runs on (parametrized for tests marked ``s3_servers``)."""
+    return "seaweedfs"
+
+
+def _need_server(name):
+    rig, prefix = SERVERS[name]
+    if not os.environ.get(prefix + "ENDPOINT"):
+        pytest.skip("no %s: run tests/rigs/%s.sh up DIR and eval \"$(tests/rigs/%s.sh env DIR)\""
+                    % (name, rig, rig))
     try:
         import boto3  # noqa: F401
         import zstandard  # noqa: F401
@@ -29,10 +55,13 @@ def _need_server():
         pytest.skip("boto3/zstandard not importable by the test python: tests/rigs/s3.sh install")
 
 
-@pytest.fixture(scope="session")
-def s3_env():
-    _need_server()
-    return {k: os.environ[k] for k in os.environ if k.startswith("SRKIT_S3_")}
+@pytest.fixture
+def s3_env(s3_server):
+    """The server's SRKIT_<RIG>_* variables, always under SRKIT_S3_* names."""
+    _need_server(s3_server)
+    prefix = SERVERS[s3_server][1]
+    return dict(("SRKIT_S3_" + k[len(prefix):], v) for k, v in os.environ.items()
+                if k.startswith(prefix))
 
 
 def make_admin(endpoint, access, secret):
@@ -44,11 +73,17 @@ def make_admin(endpoint, access, secret):
                                       retries={"max_attempts": 2}))
 
 
-@pytest.fixture(scope="session")
+_admins = {}
+
+
+@pytest.fixture
 def admin(s3_env):
-    """The bucket's own view, for assertions."""
-    return make_admin(s3_env["SRKIT_S3_ENDPOINT"], s3_env["SRKIT_S3_ACCESS_KEY"],
-                      s3_env["SRKIT_S3_SECRET_KEY"])
+    """The bucket's own view, for assertions (one client per server)."""
+    key = (s3_env["SRKIT_S3_ENDPOINT"], s3_env["SRKIT_S3_ACCESS_KEY"])
+    if key not in _admins:
+        _admins[key] = make_admin(s3_env["SRKIT_S3_ENDPOINT"], s3_env["SRKIT_S3_ACCESS_KEY"],
+                                  s3_env["SRKIT_S3_SECRET_KEY"])
+    return _admins[key]
 
 
 @pytest.fixture

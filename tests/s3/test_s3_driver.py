@@ -1,5 +1,6 @@
 """sm_drivers/S3SR against a real S3 server (SeaweedFS, tests/rigs/s3.sh), through the
-simulated pool; every assertion on layout reads the bucket itself with boto3."""
+simulated pool; every assertion on layout reads the bucket itself with boto3. The layout,
+GC and lease tests (marked ``s3_servers``) also run on radosgw (tests/rigs/rgw.sh)."""
 import os
 import threading
 import time
@@ -15,6 +16,7 @@ def backend_code(exc):
     return "24" if exc.code == "VDI_IN_USE" else exc.code.rsplit("_", 1)[-1]
 
 
+@pytest.mark.s3_servers
 def test_sr_create_probe_and_vdi_manifest_with_meta(pool, sr, device_config):
     assert sr.keys() == [(sr.root + "sr.json", sr.keys()[0][1])]
     xml = pool.sr_probe("s3", device_config)
@@ -37,6 +39,7 @@ def test_bad_device_config_is_115_naming_the_key(pool, device_config, key, value
     assert backend_code(e.value) == "115" and key in str(e.value)
 
 
+@pytest.mark.s3_servers
 @pytest.mark.parametrize("change", ["wrong-key", "unreachable", "no-bucket"])
 def test_unreachable_or_refused_is_47_quickly(pool, device_config, change):
     dc = dict(device_config)
@@ -53,6 +56,7 @@ def test_unreachable_or_refused_is_47_quickly(pool, device_config, change):
     assert time.time() - start < 30
 
 
+@pytest.mark.s3_servers
 def test_write_dedup_holes_and_compression(pool, sr):
     v = pool.vdi_create(sr.ref, 8 * MiB, name_label="x")
     data = pattern(1, CHUNK)
@@ -76,6 +80,7 @@ def test_write_dedup_holes_and_compression(pool, sr):
     assert read_vdi(pool, v, 6 * CHUNK, CHUNK) == b"\0" * CHUNK
 
 
+@pytest.mark.s3_servers
 def test_snapshot_and_clone_add_no_chunks_and_stay_independent(pool, sr):
     v = pool.vdi_create(sr.ref, 4 * MiB, name_label="golden")
     write_vdi(pool, v, 0, pattern(2, 4 * MiB))
@@ -98,6 +103,7 @@ def test_snapshot_and_clone_add_no_chunks_and_stay_independent(pool, sr):
     assert read_vdi(pool, v, 0, MiB) == pattern(2, 4 * MiB)[:MiB]
 
 
+@pytest.mark.s3_servers
 def test_delete_everything_then_gc_leaves_no_chunk(pool, sr):
     v = pool.vdi_create(sr.ref, 3 * MiB, name_label="x")
     write_vdi(pool, v, 0, pattern(5, 3 * MiB))
@@ -146,6 +152,7 @@ def test_gc_never_frees_what_an_uploader_on_another_host_is_writing(pool, sr):
     assert len(sr.chunks()) == 16
 
 
+@pytest.mark.s3_servers
 def test_gc_keeps_chunks_uploaded_before_their_manifest(pool, sr):
     """The deterministic interleaving: chunks PUT, collector runs, manifest PUT."""
     from drivers.s3 import chunks, layout, manifest
@@ -163,6 +170,7 @@ def test_gc_keeps_chunks_uploaded_before_their_manifest(pool, sr):
     assert read_vdi(pool, v, 0, 2 * MiB) == b"".join(data)
 
 
+@pytest.mark.s3_servers
 def test_lease_single_writer_across_hosts(pool, sr):
     v = pool.vdi_create(sr.ref, 2 * MiB, name_label="x")
     uuid = sr.location(v)
@@ -187,6 +195,7 @@ def test_lease_single_writer_across_hosts(pool, sr):
     assert read_vdi(pool, v, 0, 200) == b"h1" * 100
 
 
+@pytest.mark.s3_servers
 def test_scan_on_a_fresh_pool_restores_names_and_snapshot_tree(pool, sr):
     v = pool.vdi_create(sr.ref, 2 * MiB, name_label="vm disk", name_description="desc")
     s = pool.vdi_snapshot(v)
