@@ -1,5 +1,6 @@
 """Hardening of the rbd driver (issue 11, items 7-10): secrets on stderr, per-host
 leftovers, a stalled OSD, the write lease at attach. Real Ceph of the rig."""
+import json
 import os
 import signal
 import subprocess
@@ -123,18 +124,46 @@ def stopped_osd(ceph_env):
 
 def _recover_osd(conf):
     """A lone OSD resumed after a stall keeps some PGs 'laggy' (no peer renews their
-    read lease), blocking I/O to them for good: mark it down, it comes back up in a
-    new interval, and wait until no PG is laggy or peering."""
-    subprocess.run(["ceph", "-c", conf, "osd", "down", "0"], capture_output=True, timeout=30)
+    read lease), blocking I/O to them for good: mark it down and wait until it is up
+    again in a new interval, its PGs are active+clean and a write really completes.
+    The PG states alone are not enough: right after `osd down` they still read
+    active+clean from the last report."""
+    def ceph(*args):
+        return subprocess.run(["ceph", "-c", conf] + list(args), capture_output=True,
+                              text=True, timeout=30).stdout
+
+    def osd0():
+        osd = [o for o in json.loads(ceph("osd", "dump", "-f", "json"))["osds"]
+               if o["osd"] == 0][0]
+        return osd["up"], osd["up_from"]
+
+    _, interval = osd0()
+    ceph("osd", "down", "0")
     deadline = time.time() + 90
+    step, out = "osd.0 back up in a new interval", ""
     while time.time() < deadline:
-        out = subprocess.run(["ceph", "-c", conf, "pg", "dump", "pgs_brief"],
-                             capture_output=True, timeout=30).stdout.decode()
+        up, up_from = osd0()
+        if up and up_from > interval:
+            break
+        time.sleep(0.5)
+    else:
+        raise AssertionError("the rig's OSD did not come back: " + step)
+    step = "PGs active+clean"
+    while time.time() < deadline:
+        out = ceph("pg", "dump", "pgs_brief")
         states = [line.split()[1] for line in out.splitlines()[1:] if len(line.split()) > 1]
         if states and all(s == "active+clean" for s in states):
+            break
+        time.sleep(1)
+    else:
+        raise AssertionError("the rig's PGs did not come back active+clean: %s" % out)
+    while time.time() < deadline:
+        probe = subprocess.run(["timeout", "10", "rados", "-c", conf, "-p", "rbd", "put",
+                                "srkit-osd-probe", "/dev/null"], capture_output=True)
+        if probe.returncode == 0:
             return
         time.sleep(1)
-    raise AssertionError("the rig's PGs did not come back active+clean: %s" % out)
+    raise AssertionError("the rig's OSD is up but a write does not complete")
 
 
 @pytest.mark.parametrize("op_timeout,bound", [(None, 30), ("4", 12)])
