@@ -16,6 +16,7 @@ ATTEMPTS = 2
 MIN_CHUNK = 64 * 1024
 MAX_CHUNK = 64 * 1024 * 1024
 DEFAULT_CHUNK = 4 * 1024 * 1024
+DEFAULT_CACHE_SIZE = 256 * 1024 * 1024   # clean chunks on local disk, per attached VDI
 
 
 def validate(config):
@@ -39,6 +40,9 @@ def validate(config):
     if size is not None and (size < MIN_CHUNK or size > MAX_CHUNK or size & (size - 1)):
         invalid.append('chunk_size=%s (a power of two from %d to %d)'
                        % (size, MIN_CHUNK, MAX_CHUNK))
+    cache_size = config.get('cache_size')
+    if cache_size is not None and cache_size < 0:
+        invalid.append('cache_size=%s (bytes, 0 or more)' % cache_size)
     compression = str(config.get('compression') or '3').lower()
     if compression not in ('none', '0'):
         if not compression.isdigit() or not 1 <= int(compression) <= 22:

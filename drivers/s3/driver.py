@@ -52,6 +52,9 @@ class S3Driver(Driver):
         Option('compression', 'zstd level 1-22 for chunks, or none', default='3'),
         Option('cache_dir', 'local directory for the write-back chunk cache of attached VDIs',
                default='/var/lib/srkit/s3-cache'),
+        Option('cache_size', 'bytes of clean chunks each attached VDI keeps on local disk '
+               'under cache_dir (least recently used out first; 0: none; unflushed writes '
+               'are not counted)', default=connection.DEFAULT_CACHE_SIZE, kind=int),
         Option('ca_bundle', 'CA certificates file for https endpoints'),
         Option('verify_tls', 'verify the endpoint certificate', default='true',
                choices=('true', 'false')),
@@ -306,8 +309,9 @@ class S3Driver(Driver):
         from drivers.s3 import datapath
         self._need(uuid)
         settings = connection.client_settings(self.config)
-        settings.update(root=self.root, cache=os.path.join(
-            self.config['cache_dir'], self.sr_uuid, self.ctx.host_id, uuid))
+        settings.update(root=self.root, cache_size=self.config['cache_size'],
+                        cache=os.path.join(self.config['cache_dir'], self.sr_uuid,
+                                           self.ctx.host_id, uuid))
         return datapath.device_of(datapath.attach(self.ctx.state_dir, settings, uuid,
                                                   writable))
 
