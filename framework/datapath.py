@@ -13,7 +13,9 @@ from framework.values import check_location, flag, require, volume_at
 from framework.wire import encode_call
 
 
-def _attach(inv, location, writable):
+def attach_location(inv, location, writable):
+    """vdi_attach's work and this host's attach marker, shared with the export pipeline
+    so both agree on which device a VDI has here."""
     marker = Marker(inv, location, 'attach')
     known = marker.read()
     if known and os.path.exists(known):
@@ -37,7 +39,7 @@ def _attach(inv, location, writable):
     }
 
 
-def _detach(inv, location):
+def detach_location(inv, location):
     marker = Marker(inv, location, 'attach')
     if marker.read() is None:
         return
@@ -47,13 +49,13 @@ def _detach(inv, location):
 
 def vdi_attach(inv):
     with vdi_lock(inv.vdi_uuid):
-        return _attach(inv, inv.request.get('vdi_location'),
+        return attach_location(inv, inv.request.get('vdi_location'),
                        flag(inv.request.args[0] if inv.request.args else 'false'))
 
 
 def vdi_detach(inv):
     with vdi_lock(inv.vdi_uuid):
-        _detach(inv, inv.request.get('vdi_location'))
+        detach_location(inv, inv.request.get('vdi_location'))
 
 
 def vdi_activate(inv):
@@ -104,10 +106,10 @@ def vdi_generate_config(inv):
 def vdi_attach_from_config(inv):
     location = inv.request.get('vdi_location') or inv.vdi_uuid
     with vdi_lock(inv.vdi_uuid):
-        return _attach(inv, location, True)
+        return attach_location(inv, location, True)
 
 
 def vdi_detach_from_config(inv):
     location = inv.request.get('vdi_location') or inv.vdi_uuid
     with vdi_lock(inv.vdi_uuid):
-        _detach(inv, location)
+        detach_location(inv, location)

@@ -12,7 +12,7 @@ import time
 from framework import driver as contract
 # the attach bookkeeping a VDI shares with xapi's own vdi_attach on this host
 # the datapath bookkeeping xapi's own attach uses, so an export borrows or leaves it as it was
-from framework.datapath import _attach, _detach
+from framework.datapath import attach_location, detach_location
 from framework.markers import Marker as _Marker
 from framework.errors import SRError
 from framework.locks import vdi_lock
@@ -72,7 +72,7 @@ class _Attached(object):
         if known and os.path.exists(known):
             path = known   # a VM or an admin has it plugged: borrow it, leave it so
         else:
-            path = _attach(inv, location, self.writable)['params']
+            path = attach_location(inv, location, self.writable)['params']
             self.attached = True
         if contract.implements(inv.driver_cls, 'activate'):
             marker = _Marker(inv, location, 'active')
@@ -90,7 +90,7 @@ class _Attached(object):
                 _Marker(inv, location, 'active').clear()
         finally:
             if self.attached:
-                _detach(inv, location)
+                detach_location(inv, location)
         return False
 
 

@@ -3,7 +3,7 @@ zvols, on both APIs (driver used in-process through its CLI backend, and by pyzf
 where the test interpreter can import it)."""
 import pytest
 
-from conftest import MiB, write
+from conftest import MiB, sh, write
 from framework import meta as m
 
 pytestmark = pytest.mark.zfs
@@ -53,7 +53,6 @@ def test_extents_and_changed_extents(driver, zfs):
     assert driver.changed_extents(S2, S1) == [(10 * MiB + bs, bs), (40 * MiB, bs)]
     assert driver.changed_extents(A, S2) == []
     # a discarded range that held data reads as zeros now: changed; one that was a hole: not
-    from conftest import sh
     sh("blkdiscard", "-o", "0", "-l", str(bs), path)
     sh("blkdiscard", "-o", str(20 * MiB), "-l", str(bs), path)
     assert driver.changed_extents(A, S2) == [(0, bs)]
@@ -66,7 +65,7 @@ def test_attach_waits_for_the_link_and_fails_clearly_when_it_never_comes(driver)
     import time
     from framework.errors import SRError
     from drivers.zfs import layout as L
-    from conftest import sh
+
     driver.config["udev_timeout"] = 2
     # volmode=none: ZFS makes no device node at all, so udev never makes the link
     sh("zfs", "create", "-s", "-V", str(MiB), "-o", "volmode=none", "-o",

@@ -5,7 +5,7 @@ import os
 import pytest
 
 from simulator.errors import XapiError
-from conftest import MiB, read, write
+from conftest import REPO, MiB, read, write
 
 pytestmark = pytest.mark.zfs
 
@@ -149,7 +149,6 @@ def test_revert_to_latest_and_older_keeps_every_snapshot(pool, make_sr, zfs):
 
 def test_scan_on_a_fresh_pool_restores_names_and_snapshot_tree(tmp_path, pool, make_sr, zfs):
     from simulator import Pool
-    from conftest import REPO
     sr = make_sr()
     v = pool.vdi_create(sr.ref, 4 * MiB, name_label="keep me", name_description="desc")
     s = pool.vdi_snapshot(v)
