@@ -17,22 +17,10 @@
 # data pool needs k+m OSDs, see docs/ceph.md). Users: client.admin and client.srkit
 # (caps "profile rbd" on both pools, what the driver needs, including blocklisting).
 set -euo pipefail
+. "$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)/lib.sh"
 
 die() { echo "ceph.sh: $*" >&2; exit 1; }
 
-apt_install() {
-    local pkgs="ceph-mon ceph-osd ceph-mgr ceph-common python3-rados python3-rbd rbd-fuse"
-    local missing=""
-    for p in $pkgs; do
-        dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing="$missing $p"
-    done
-    if [ -n "$missing" ]; then
-        export DEBIAN_FRONTEND=noninteractive
-        apt-get -o DPkg::Lock::Timeout=900 install -y --no-install-recommends $missing \
-            || { apt-get -o DPkg::Lock::Timeout=900 update && \
-                 apt-get -o DPkg::Lock::Timeout=900 install -y --no-install-recommends $missing; }
-    fi
-}
 
 # Make Debian's rados/rbd extension modules importable by another CPython of the same
 # ABI (the tools' pyenv python3), without leaking the rest of dist-packages: a .pth in
@@ -265,7 +253,7 @@ down() {
 
 cmd=${1:-}; shift || true
 case "$cmd" in
-    install) apt_install; pybind "${1:-python3}";;
+    install) apt_install ceph-mon ceph-osd ceph-mgr ceph-common python3-rados python3-rbd rbd-fuse; pybind "${1:-python3}";;
     pybind) pybind "${1:-python3}";;
     up) up "$@";;
     down) down "$@";;

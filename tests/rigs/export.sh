@@ -7,20 +7,11 @@
 #                                   libvhdi-utils + python3-libvhdi (a second VHD reader that
 #                                   follows differencing chains, which qemu-img does not)
 set -euo pipefail
+. "$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)/lib.sh"
 
 case "${1:-}" in
 install)
-    missing=""
-    for p in qemu-utils zstd python3-zstandard libvhdi-utils python3-libvhdi; do
-        dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' \
-            || missing="$missing $p"
-    done
-    if [ -n "$missing" ]; then
-        export DEBIAN_FRONTEND=noninteractive
-        apt-get -o DPkg::Lock::Timeout=900 install -y -q --no-install-recommends $missing >/dev/null \
-            || { apt-get -o DPkg::Lock::Timeout=900 update -q >/dev/null &&
-                 apt-get -o DPkg::Lock::Timeout=900 install -y -q --no-install-recommends $missing >/dev/null; }
-    fi
+    apt_install qemu-utils zstd python3-zstandard libvhdi-utils python3-libvhdi
     ;;
 up|down) mkdir -p "${2:?DIR}"; [ "$1" = down ] && rm -rf "$2"; true ;;
 env) ;;

@@ -15,22 +15,10 @@
 # The brick host must not be a loopback literal: the machine's hostname, which must
 # resolve to 127.0.0.1 (added to /etc/hosts when it does not).
 set -euo pipefail
+. "$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)/lib.sh"
 
 die() { echo "gluster.sh: $*" >&2; exit 1; }
 
-apt_install() {
-    local pkgs="glusterfs-server glusterfs-client attr xfsprogs util-linux"
-    local missing=""
-    for p in $pkgs; do
-        dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing="$missing $p"
-    done
-    if [ -n "$missing" ]; then
-        export DEBIAN_FRONTEND=noninteractive
-        apt-get -o DPkg::Lock::Timeout=900 install -y -q --no-install-recommends $missing >/dev/null \
-            || { apt-get -o DPkg::Lock::Timeout=900 update -q >/dev/null && \
-                 apt-get -o DPkg::Lock::Timeout=900 install -y -q --no-install-recommends $missing >/dev/null; }
-    fi
-}
 
 wait_for() {  # seconds command... : retry until success or timeout
     local t=$1; shift
@@ -164,7 +152,7 @@ down() {
 
 cmd=${1:-}; shift || true
 case "$cmd" in
-    install) apt_install;;
+    install) apt_install glusterfs-server glusterfs-client attr xfsprogs util-linux;;
     up) up "$@";;
     down) down "$@";;
     env) env_ "$@";;

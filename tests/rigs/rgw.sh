@@ -15,6 +15,7 @@
 # the cluster's default of 8 PGs each: ~50 PGs on the single OSD. The port is the first
 # free one from 7480 (radosgw's default).
 set -euo pipefail
+. "$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)/lib.sh"
 
 die() { echo "rgw.sh: $*" >&2; exit 1; }
 HERE=$(cd "$(dirname "$0")" && pwd)
@@ -23,13 +24,6 @@ SECRET=srkit-rgw-secret
 BUCKET=srkit
 NAME=client.rgw.srkit
 
-apt_install() {
-    dpkg-query -W -f='${Status}' radosgw 2>/dev/null | grep -q 'install ok installed' && return 0
-    export DEBIAN_FRONTEND=noninteractive
-    apt-get -o DPkg::Lock::Timeout=900 install -y -q --no-install-recommends radosgw >/dev/null \
-        || { apt-get -o DPkg::Lock::Timeout=900 update -q >/dev/null && \
-             apt-get -o DPkg::Lock::Timeout=900 install -y -q --no-install-recommends radosgw >/dev/null; }
-}
 
 port_busy() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
 
@@ -124,7 +118,7 @@ case "$cmd" in
     install)
         bash "$HERE/ceph.sh" install "${1:-python3}"
         bash "$HERE/s3.sh" install "${1:-python3}"   # boto3 for the drivers and the tests
-        apt_install
+        apt_install radosgw
         ;;
     up) up "$@";;
     env) env_ "$@";;

@@ -5,19 +5,9 @@
 #
 #   tests/rigs/rpm.sh install [PY] | up DIR | env DIR | down DIR
 set -euo pipefail
+. "$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)/lib.sh"
 
-install() {
-    local pkgs="rpm rpm2cpio createrepo-c rpmlint dnf busybox-static gnupg make"
-    local missing=""
-    for p in $pkgs; do
-        dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing="$missing $p"
-    done
-    [ -z "$missing" ] && return 0
-    export DEBIAN_FRONTEND=noninteractive
-    apt-get -o DPkg::Lock::Timeout=900 install -y -q --no-install-recommends $missing >/dev/null \
-        || { apt-get -o DPkg::Lock::Timeout=900 update -q >/dev/null &&
-             apt-get -o DPkg::Lock::Timeout=900 install -y -q --no-install-recommends $missing >/dev/null; }
-}
+install() { apt_install rpm rpm2cpio createrepo-c rpmlint dnf busybox-static gnupg make; }
 
 case "${1:-}" in
     install) install ;;

