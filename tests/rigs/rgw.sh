@@ -62,24 +62,7 @@ up() {
     radosgw-admin -c "$C" user info --uid srkit >/dev/null 2>&1 \
         || radosgw-admin -c "$C" user create --uid srkit --display-name "srkit tests" \
             --access-key "$ACCESS" --secret-key "$SECRET" >/dev/null
-    /usr/bin/python3 - "$port" "$ACCESS" "$SECRET" "$BUCKET" <<'PY'
-import sys, time, boto3
-from botocore.config import Config
-port, ak, sk, bucket = sys.argv[1:]
-c = boto3.client("s3", endpoint_url="http://127.0.0.1:%s" % port, aws_access_key_id=ak,
-                 aws_secret_access_key=sk, region_name="us-east-1",
-                 config=Config(s3={"addressing_style": "path"}, retries={"max_attempts": 1}))
-for i in range(150):
-    try:
-        c.create_bucket(Bucket=bucket)
-        break
-    except c.exceptions.BucketAlreadyOwnedByYou:
-        break
-    except Exception:
-        if i == 149:
-            raise
-        time.sleep(0.2)
-PY
+    /usr/bin/python3 "$HERE/s3ready.py" "$port" "$ACCESS" "$SECRET" "$BUCKET" bucket
     trap - ERR
     echo "radosgw up on 127.0.0.1:$port in $((SECONDS - t0)) s"
 }

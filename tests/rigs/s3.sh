@@ -82,47 +82,13 @@ JSON
     echo "$s3 $sg $master $mg $volume $vg $filer $fg $admin $ag" > "$D/ports"
     start "$D"
     # the bucket, through the S3 API (retried: the filer may still be settling)
-    /usr/bin/python3 - "$s3" "$ACCESS" "$SECRET" "$BUCKET" <<'PY'
-import sys, time, boto3
-from botocore.config import Config
-port, ak, sk, bucket = sys.argv[1:]
-c = boto3.client("s3", endpoint_url="http://127.0.0.1:%s" % port, aws_access_key_id=ak,
-                 aws_secret_access_key=sk, region_name="us-east-1",
-                 config=Config(s3={"addressing_style": "path"}, retries={"max_attempts": 1}))
-for i in range(100):
-    try:
-        c.create_bucket(Bucket=bucket)
-        break
-    except c.exceptions.BucketAlreadyOwnedByYou:
-        break
-    except Exception:
-        if i == 99:
-            raise
-        time.sleep(0.2)
-PY
+    /usr/bin/python3 "$HERE/s3ready.py" "$s3" "$ACCESS" "$SECRET" "$BUCKET" bucket
     ;;
 start)
     D=${2:?start DIR}
     start "$D"   # after a crash test killed it: same data, same ports
     # the port answers before the filer serves reads: wait until an object reads back
-    /usr/bin/python3 - "$(cat "$D/port")" "$ACCESS" "$SECRET" "$BUCKET" <<'PY'
-import sys, time, boto3
-from botocore.config import Config
-port, ak, sk, bucket = sys.argv[1:]
-c = boto3.client("s3", endpoint_url="http://127.0.0.1:%s" % port, aws_access_key_id=ak,
-                 aws_secret_access_key=sk, region_name="us-east-1",
-                 config=Config(s3={"addressing_style": "path"}, retries={"max_attempts": 1}))
-for i in range(150):
-    try:
-        keys = c.list_objects_v2(Bucket=bucket, MaxKeys=1).get("Contents") or ()
-        for k in keys:
-            c.get_object(Bucket=bucket, Key=k["Key"])["Body"].read()
-        break
-    except Exception:
-        if i == 149:
-            raise
-        time.sleep(0.2)
-PY
+    /usr/bin/python3 "$HERE/s3ready.py" "$(cat "$D/port")" "$ACCESS" "$SECRET" "$BUCKET" readable
     ;;
 env)
     D=${2:?env DIR}
