@@ -119,25 +119,6 @@ log file = $D/log/\$cluster-\$name.log
 CONF
 }
 
-port_busy() {  # port -> 0 if something listens on 127.0.0.1:port
-    (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null
-}
-
-free_port() {  # first port from $1 on that nobody listens on
-    local p=$1
-    while port_busy "$p"; do p=$((p + 1)); done
-    echo "$p"
-}
-
-wait_for() {  # seconds command... : retry until success or timeout
-    local t=$1; shift
-    local end=$((SECONDS + t))
-    until "$@" >/dev/null 2>&1; do
-        [ $SECONDS -lt $end ] || return 1
-        sleep 0.3
-    done
-}
-
 up() {
     local D=${1:?usage: up DIR}
     mkdir -p "$D"; D=$(cd "$D" && pwd)

@@ -20,15 +20,6 @@ set -euo pipefail
 die() { echo "gluster.sh: $*" >&2; exit 1; }
 
 
-wait_for() {  # seconds command... : retry until success or timeout
-    local t=$1; shift
-    local end=$((SECONDS + t))
-    until "$@" >/dev/null 2>&1; do
-        [ $SECONDS -lt $end ] || return 1
-        sleep 0.3
-    done
-}
-
 cli() {  # gluster CLI against this rig's glusterd
     local D=$1; shift
     gluster --mode=script --glusterd-sock="$D/run/glusterd.socket" --log-file="$D/log/cli.log" "$@"

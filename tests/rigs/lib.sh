@@ -14,3 +14,29 @@ apt_install() {
     $apt install $missing >/dev/null \
         || { $apt update >/dev/null && $apt install $missing >/dev/null; }
 }
+
+port_busy() {  # PORT: something listens on 127.0.0.1:PORT
+    (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null
+}
+
+free_port() {  # START: print the first port from START that nobody listens on
+    local p=$1
+    while port_busy "$p"; do p=$((p + 1)); done
+    echo "$p"
+}
+
+take_port() {  # VAR START: free_port into VAR, skipping the ports earlier calls took
+    local p=$2
+    while port_busy "$p" || [[ " ${TAKEN_PORTS:-} " == *" $p "* ]]; do p=$((p + 1)); done
+    TAKEN_PORTS="${TAKEN_PORTS:-} $p"
+    printf -v "$1" %s "$p"
+}
+
+wait_for() {  # SECONDS COMMAND...: retry COMMAND (quietly) until it succeeds or time is up
+    local t=$1; shift
+    local end=$((SECONDS + t))
+    until "$@" >/dev/null 2>&1; do
+        [ $SECONDS -lt $end ] || return 1
+        sleep 0.3
+    done
+}

@@ -25,14 +25,6 @@ BUCKET=srkit
 NAME=client.rgw.srkit
 
 
-port_busy() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
-
-free_port() {
-    local p=$1
-    while port_busy "$p"; do p=$((p + 1)); done
-    echo "$p"
-}
-
 pidfile() { echo "$1/run/ceph-$NAME.pid"; }   # ceph.conf's `pid file`, in the cluster dir
 
 up() {

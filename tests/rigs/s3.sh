@@ -27,15 +27,6 @@ weed_bin() {
     command -v weed || die "weed not found: run install first"
 }
 
-port_busy() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
-
-free_port() {  # first port from $1 on that nobody listens on nor was taken by this run
-    local p=$1
-    while port_busy "$p" || [[ " $TAKEN " == *" $p "* ]]; do p=$((p + 1)); done
-    TAKEN="$TAKEN $p"
-    echo "$p"
-}
-
 start() {  # DIR: (re)start SeaweedFS on DIR's data and ports
     local D=$1 WEED s3 sg master mg volume vg filer fg admin ag
     WEED=$(weed_bin "${SRKIT_S3_PY:-$HERE/../../.venv/bin/python}")
@@ -69,11 +60,10 @@ up)
     D=${2:?up DIR}
     [ -e "$D" ] && [ -n "$(ls -A "$D")" ] && die "$D is not empty"
     mkdir -p "$D/data"
-    TAKEN=""
-    s3=$(free_port 8333); master=$(free_port 9333); volume=$(free_port 9340)
-    filer=$(free_port 8888); admin=$(free_port 23646)
-    mg=$(free_port $((master + 10000))); vg=$(free_port $((volume + 10000)))
-    fg=$(free_port $((filer + 10000))); sg=$(free_port 18333); ag=$(free_port $((admin + 10000)))
+    take_port s3 8333; take_port master 9333; take_port volume 9340
+    take_port filer 8888; take_port admin 23646
+    take_port mg $((master + 10000)); take_port vg $((volume + 10000))
+    take_port fg $((filer + 10000)); take_port sg 18333; take_port ag $((admin + 10000))
     cat > "$D/s3.json" <<JSON
 {"identities":[{"name":"srkit","credentials":[{"accessKey":"$ACCESS","secretKey":"$SECRET"}],
  "actions":["Admin","Read","Write","List","Tagging"]}]}
