@@ -63,3 +63,31 @@ class SRError(Exception):
 
 def fail(name, detail=''):
     raise SRError(name, detail)
+
+
+def primitive_faults(translate, after=None):
+    """Build a driver's `mapped(fault)` decorator for its primitives: an SRError passes
+    through, any other exception goes to ``translate(driver, primitive_name, args, exc,
+    fault)``, which returns the SRError to raise instead, or None to let it propagate
+    (a bug stays a traceback in the log, not a made-up backend fault). ``after()`` runs
+    once the primitive is over, whatever happened."""
+    def mapped(fault='SMGeneral'):
+        def wrap(fn):
+            def primitive(self, *args, **kwargs):
+                try:
+                    return fn(self, *args, **kwargs)
+                except SRError:
+                    raise
+                except Exception as e:
+                    err = translate(self, fn.__name__, args, e, fault)
+                    if err is None:
+                        raise
+                    raise err
+                finally:
+                    if after is not None:
+                        after()
+            primitive.__name__ = fn.__name__
+            primitive.__doc__ = fn.__doc__
+            return primitive
+        return wrap
+    return mapped

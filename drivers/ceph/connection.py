@@ -19,7 +19,7 @@ import errno
 import os
 import re
 
-from framework.errors import SRError
+from framework.errors import SRError, primitive_faults
 from framework.options import config_error
 
 CONNECT_TIMEOUT = 10     # seconds for the monitor handshake
@@ -227,25 +227,15 @@ def drain_stderr():
 
 # --- turning exceptions into faults -------------------------------------------------------
 
-def mapped(fault='SMGeneral'):
-    """Turn a rados/rbd exception escaping a primitive into an SR fault; drain what
-    the libraries printed on stderr (scrubbed) after every primitive."""
-    def wrap(fn):
-        def primitive(self, *args, **kwargs):
-            try:
-                return fn(self, *args, **kwargs)
-            except SRError:
-                raise
-            except Exception as e:
-                if type(e).__module__ in ('rados', 'rbd'):
-                    raise ceph_error(e, '%s %s' % (fn.__name__, args[0] if args else ''), fault)
-                raise
-            finally:
-                drain_stderr()
-        primitive.__name__ = fn.__name__
-        primitive.__doc__ = fn.__doc__
-        return primitive
-    return wrap
+def _translate(driver, name, args, e, fault):
+    if type(e).__module__ in ('rados', 'rbd'):
+        return ceph_error(e, '%s %s' % (name, args[0] if args else ''), fault)
+    return None
+
+
+# a rados/rbd exception escaping a primitive becomes an SR fault; what the libraries
+# printed on stderr is drained (scrubbed) after every primitive
+mapped = primitive_faults(_translate, after=drain_stderr)
 
 
 def rbd_module():

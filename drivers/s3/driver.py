@@ -10,7 +10,7 @@ import os
 
 from framework import crash
 from framework.driver import Driver, Volume
-from framework.errors import SRError
+from framework.errors import SRError, primitive_faults
 from framework.options import Option
 from drivers.s3 import connection, layout, manifest
 
@@ -18,22 +18,14 @@ PHYSICAL_SIZE = 2 ** 50   # S3 has no capacity to report: a nominal 1 PiB (docs/
 LIST_WORKERS = 8
 
 
-def _mapped(fault='SMGeneral'):
-    """Turn anything boto3 raises into the SR fault an admin can act on."""
-    def wrap(fn):
-        def primitive(self, *args, **kwargs):
-            try:
-                return fn(self, *args, **kwargs)
-            except SRError:
-                raise
-            except manifest.Conflict as e:
-                raise SRError('VDIInUse', 'manifest %s changed while being updated' % e)
-            except Exception as e:
-                raise connection.fault(e, '%s on s3 SR %s' % (fn.__name__, self.sr_uuid), fault)
-        primitive.__name__ = fn.__name__
-        primitive.__doc__ = fn.__doc__
-        return primitive
-    return wrap
+def _translate(driver, name, args, e, fault):
+    """Anything boto3 raises becomes the SR fault an admin can act on."""
+    if isinstance(e, manifest.Conflict):
+        return SRError('VDIInUse', 'manifest %s changed while being updated' % e)
+    return connection.fault(e, '%s on s3 SR %s' % (name, driver.sr_uuid), fault)
+
+
+_mapped = primitive_faults(_translate)
 
 
 class S3Driver(Driver):
