@@ -39,6 +39,27 @@ def _random():
     return ''.join('%02x' % b for b in bytearray(os.urandom(8)))
 
 
+# _IOR(0x12, 125, char[256]): the ioctl by which a zd device names its zvol
+BLKZNAME = (2 << 30) | (256 << 16) | (0x12 << 8) | 125
+
+
+def _zvol_named(path, name):
+    """Whether the zvol device at `path` is `name` (True when the kernel cannot say)."""
+    import fcntl
+    buf = bytearray(256)
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError:
+        return False
+    try:
+        fcntl.ioctl(fd, BLKZNAME, buf)
+    except OSError:
+        return True
+    finally:
+        os.close(fd)
+    return bytes(buf).split(b'\0', 1)[0].decode('utf-8', 'replace') == name
+
+
 class ZFSVolDriver(Driver):
     name = 'ZFSVol'
     description = ('ZFS: one dataset per SR, one zvol per VDI, native snapshots, '
@@ -370,7 +391,8 @@ class ZFSVolDriver(Driver):
         path = '/dev/zvol/' + row.name
         timeout = self.config.get('udev_timeout') or 30
         deadline = time.time() + timeout
-        while not os.path.exists(path):
+        # a link udev has not yet removed may name a zd node another zvol now has
+        while not os.path.exists(path) or not _zvol_named(path, row.name):
             if time.time() > deadline:
                 raise SRError('VDIUnavailable', 'device link %s did not appear within %d s '
                               '(is udev running? see udevadm monitor)' % (path, timeout))
