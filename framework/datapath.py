@@ -50,7 +50,7 @@ def detach_location(inv, location):
 def vdi_attach(inv):
     with vdi_lock(inv.vdi_uuid):
         return attach_location(inv, inv.request.get('vdi_location'),
-                       flag(inv.request.args[0] if inv.request.args else 'false'))
+                               flag(inv.request.args[0] if inv.request.args else 'false'))
 
 
 def vdi_detach(inv):

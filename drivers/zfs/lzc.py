@@ -6,8 +6,8 @@ pools stay on the CLI (pyzfs has no listing API on OpenZFS 2.1).
 """
 
 from drivers.zfs.cli import Cli
-from framework.errors import SRError
 from drivers.zfs.runner import ZfsError
+from framework.errors import SRError
 
 
 def installed():
