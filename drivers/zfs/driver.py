@@ -15,6 +15,7 @@ from framework import crash
 from framework import meta as m
 from framework.driver import Driver, Volume
 from framework.errors import SRError
+from drivers.zfs import device
 from drivers.zfs import layout as L
 from drivers.zfs import options as O
 from drivers.zfs import pools
@@ -37,27 +38,6 @@ def _mutates(fn):
 
 def _random():
     return ''.join('%02x' % b for b in bytearray(os.urandom(8)))
-
-
-# _IOR(0x12, 125, char[256]): the ioctl by which a zd device names its zvol
-BLKZNAME = (2 << 30) | (256 << 16) | (0x12 << 8) | 125
-
-
-def _zvol_named(path, name):
-    """Whether the zvol device at `path` is `name` (True when the kernel cannot say)."""
-    import fcntl
-    buf = bytearray(256)
-    try:
-        fd = os.open(path, os.O_RDONLY)
-    except OSError:
-        return False
-    try:
-        fcntl.ioctl(fd, BLKZNAME, buf)
-    except OSError:
-        return True
-    finally:
-        os.close(fd)
-    return bytes(buf).split(b'\0', 1)[0].decode('utf-8', 'replace') == name
 
 
 class ZFSVolDriver(Driver):
@@ -310,12 +290,18 @@ class ZFSVolDriver(Driver):
             props = {L.META_PROP: row.meta_text}
             if self.thick:
                 props['refreservation'] = 'auto'
+            had_node = row.name in device.nodes()
             self.zfs.clone(snap.name, scratch, props)
             crash.point('zfsvol.revert.after-clone')
-            self.zfs.rename(row.name, L.zvol(self.sr_ds, L.RETIRED + _random()))
+            retired = L.zvol(self.sr_ds, L.RETIRED + _random())
+            self.zfs.rename(row.name, retired)
             crash.point('zfsvol.revert.after-retire')
             self.zfs.rename(scratch, row.name)
             crash.point('zfsvol.revert.after-rename')
+            # until ZFS has renamed the nodes too, the node answering to <uuid> is the old one
+            if had_node and not device.wait_renamed(retired, scratch, self._udev_timeout()):
+                self.ctx.log.error('revert of %s: zd nodes not renamed within %d s'
+                                   % (uuid, self._udev_timeout()))
         except ZfsError as e:
             raise e.fault('SMGeneral', 'revert of %s to %s' % (uuid, snapshot_uuid))
         repair.run(self.zfs, self.sr_ds, self._rows(), self.ctx.log)
@@ -389,15 +375,17 @@ class ZFSVolDriver(Driver):
             # snapshot device nodes exist only while snapdev=visible on their zvol
             self.zfs.set(row.dataset, {'snapdev': 'visible'})
         path = '/dev/zvol/' + row.name
-        timeout = self.config.get('udev_timeout') or 30
+        timeout = self._udev_timeout()
         deadline = time.time() + timeout
-        # a link udev has not yet removed may name a zd node another zvol now has
-        while not os.path.exists(path) or not _zvol_named(path, row.name):
+        while not device.serves(path, row.name, row.volsize):
             if time.time() > deadline:
                 raise SRError('VDIUnavailable', 'device link %s did not appear within %d s '
                               '(is udev running? see udevadm monitor)' % (path, timeout))
             time.sleep(0.1)
         return path
+
+    def _udev_timeout(self):
+        return self.config.get('udev_timeout') or 30
 
     def detach(self, uuid):
         # a zvol's device exists as long as the zvol: nothing to undo

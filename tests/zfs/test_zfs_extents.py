@@ -33,6 +33,7 @@ def driver(tmp_path, zpool):
 A = "aaaaaaaa-0000-4000-8000-0000000000a1"
 S1 = "aaaaaaaa-0000-4000-8000-0000000000b1"
 S2 = "aaaaaaaa-0000-4000-8000-0000000000b2"
+NEVER = "aaaaaaaa-0000-4000-8000-0000000000c1"   # a name no zvol of this pool had before
 
 
 def test_extents_and_changed_extents(driver, zfs):
@@ -69,9 +70,44 @@ def test_attach_waits_for_the_link_and_fails_clearly_when_it_never_comes(driver)
     driver.config["udev_timeout"] = 2
     # volmode=none: ZFS makes no device node at all, so udev never makes the link
     sh("zfs", "create", "-s", "-V", str(MiB), "-o", "volmode=none", "-o",
-       "%s=%s" % (L.META_PROP, L.encode_meta(A, m.new("x"))), driver.sr_ds + "/" + A)
+       "%s=%s" % (L.META_PROP, L.encode_meta(NEVER, m.new("x"))), driver.sr_ds + "/" + NEVER)
     t = time.monotonic()
     with pytest.raises(SRError) as e:
-        driver.attach(A, True)
-    assert e.value.code == 46 and "/dev/zvol/%s/%s" % (driver.sr_ds, A) in str(e.value)
+        driver.attach(NEVER, True)
+    assert e.value.code == 46 and "/dev/zvol/%s/%s" % (driver.sr_ds, NEVER) in str(e.value)
     assert 2 <= time.monotonic() - t < 10
+
+
+def test_attach_never_serves_the_node_of_a_zvol_destroyed_under_the_same_name(driver):
+    """ZFS removes a destroyed zvol's zd node later, from a task queue, and udev its link
+    later still; meanwhile the node answers to the name (CI saw attach return it)."""
+    from framework.errors import SRError
+    from drivers.zfs import layout as L
+
+    driver.config["udev_timeout"] = 2
+    driver.create(A, 64 * MiB, m.new("x"))
+    path = driver.attach(A, True)
+    write(path, 0, b"\1" * 512)
+    for attempt in range(5):    # the window is short: try to land in it a few times
+        sh("zfs", "destroy", driver.sr_ds + "/" + A)
+        sh("zfs", "create", "-s", "-V", str(MiB), "-o", "volmode=none", "-o",
+           "%s=%s" % (L.META_PROP, L.encode_meta(A, m.new("x"))), driver.sr_ds + "/" + A)
+        with pytest.raises(SRError) as e:
+            driver.attach(A, True)
+        assert e.value.code == 46
+        sh("zfs", "destroy", driver.sr_ds + "/" + A)
+        driver.create(A, 64 * MiB, m.new("x"))
+        driver.attach(A, True)
+
+
+def test_zd_nodes_name_their_zvols(driver):
+    from drivers.zfs import device
+    driver.create(A, 4 * MiB, m.new("x"))
+    path = driver.attach(A, True)
+    name = driver.sr_ds + "/" + A
+    assert device.identify(path) == (name, 4 * MiB)
+    assert device.serves(path, name, 4 * MiB)
+    assert not device.serves(path, name, 8 * MiB)
+    assert not device.serves(path, name + "x", 4 * MiB)
+    assert name in device.nodes()
+    assert device.identify("/dev/null") is None
