@@ -5,6 +5,7 @@ import re
 import xmlrpc.client
 
 from simulator import sm_exec
+from simulator.testkit import read_at, write_at  # noqa: F401 (the checks use h.read_at)
 
 # smapiv1.md §1.4: the capability names xapi 26.1.4 knows
 KNOWN_FEATURES = sm_exec.KNOWN_FEATURES
@@ -131,34 +132,6 @@ def device_path(attach_struct):
     if not path or not os.path.exists(path):
         return None
     return path
-
-
-def write_at(path, offset, data):
-    fd = os.open(path, os.O_WRONLY)
-    try:
-        os.lseek(fd, offset, os.SEEK_SET)
-        view = memoryview(data)
-        while view:
-            view = view[os.write(fd, view):]
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-def read_at(path, offset, length):
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        chunks = []
-        while length > 0:
-            chunk = os.pread(fd, length, offset)
-            if not chunk:
-                break
-            chunks.append(chunk)
-            offset += len(chunk)
-            length -= len(chunk)
-        return b"".join(chunks)
-    finally:
-        os.close(fd)
 
 
 def device_size(path):

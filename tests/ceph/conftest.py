@@ -6,12 +6,10 @@ Skips cleanly unless SRKIT_CEPH_CONF is set (eval "$(tests/rigs/ceph.sh env DIR)
 and the rados/rbd bindings import (tests/rigs/ceph.sh pybind).
 """
 import os
-import signal
-import time
 
 import pytest
 
-REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+from simulator.testkit import cleanup_datapaths, detach_all, sim_pool
 
 
 def _need_cluster():
@@ -52,47 +50,12 @@ def device_config(ceph_env):
     }
 
 
-def _cleanup_mounts(root):
-    """Safety net: datapaths a failed test left under ``root`` (processes we started)."""
-    import subprocess
-    with open("/proc/mounts") as f:
-        mounts = [line.split()[1] for line in f if line.split()[1].startswith(root)]
-    for loop in os.listdir("/sys/block"):
-        try:
-            with open("/sys/block/%s/loop/backing_file" % loop) as f:
-                if f.read().startswith(root):
-                    subprocess.run(["losetup", "-d", "/dev/" + loop], capture_output=True)
-        except OSError:
-            pass
-    for m in mounts:
-        subprocess.run(["umount", "-l", m], capture_output=True)
-    for pid in os.listdir("/proc"):
-        if not pid.isdigit():
-            continue
-        try:
-            with open("/proc/%s/cmdline" % pid, "rb") as f:
-                cmd = f.read().split(b"\0")
-        except OSError:
-            continue
-        if cmd and cmd[0].endswith(b"rbd-fuse") and any(a.startswith(root.encode()) for a in cmd):
-            try:
-                os.kill(int(pid), signal.SIGKILL)
-            except OSError:
-                pass
-
-
 @pytest.fixture
 def pool(tmp_path):
-    from simulator import Pool
     root = str(tmp_path / "pool")
-    with Pool(root, sm_dir=os.path.join(REPO, "sm_drivers"), hosts=2) as p:
+    with sim_pool(root, hosts=2) as p:
         yield p
-        for _, dp in list(p.db.all("datapath")):
-            try:
-                p.vdi_detach(dp["VDI"], host=dp["host"])
-            except Exception:
-                pass
-    _cleanup_mounts(root)
+    cleanup_datapaths(root, servers=(b"rbd-fuse",))
 
 
 class SR(object):
@@ -182,11 +145,7 @@ def make_sr(pool, cluster, device_config):
         made.append(sr)
         return sr
     yield make
-    for _, dp in list(pool.db.all("datapath")):
-        try:
-            pool.vdi_detach(dp["VDI"], host=dp["host"])
-        except Exception:
-            pass
+    detach_all(pool)
     for sr in made:
         sr.purge()
         sr.io.close()
@@ -195,13 +154,3 @@ def make_sr(pool, cluster, device_config):
 @pytest.fixture
 def sr(make_sr):
     return make_sr()
-
-
-def wait_until(predicate, timeout=10.0, step=0.1):
-    deadline = time.time() + timeout
-    while time.time() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(step)
-    return predicate()

@@ -5,7 +5,8 @@ import sys
 
 import pytest
 
-from conftest import REPO, MiB, apply, need_tools, pattern, qemu_img
+from export_rig import MiB, apply, need_tools, pattern, qemu_img
+from simulator.testkit import REPO
 
 SIZE = 20 * MiB
 

@@ -10,7 +10,8 @@ import time
 
 import pytest
 
-from conftest import REPO, MiB, apply, pattern
+from export_rig import MiB, apply, pattern
+from simulator.testkit import REPO
 
 SIZE = 16 * MiB
 

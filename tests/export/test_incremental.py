@@ -6,7 +6,7 @@ import subprocess
 
 import pytest
 
-from conftest import MiB, QEMU_FORMAT, apply, decompress, need_tools, qemu_img
+from export_rig import MiB, QEMU_FORMAT, apply, decompress, need_tools, qemu_img
 
 SIZE = 32 * MiB
 

@@ -4,7 +4,7 @@ import os
 
 import pytest
 
-from conftest import MiB, need_tools, pattern
+from export_rig import MiB, need_tools, pattern
 
 SIZE = 16 * MiB
 

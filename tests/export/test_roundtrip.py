@@ -6,7 +6,8 @@ import subprocess
 
 import pytest
 
-from conftest import REPO, MiB, QEMU_FORMAT, apply, decompress, need_tools, pattern, qemu_img
+from export_rig import MiB, QEMU_FORMAT, apply, decompress, need_tools, pattern, qemu_img
+from simulator.testkit import REPO
 
 SIZE = 40 * MiB
 

@@ -8,26 +8,10 @@ import pytest
 
 from simulator.errors import XapiError
 
-from conftest import META_XATTR, mounts_at
+from gluster_rig import META_XATTR, mounts_at
+from simulator.testkit import read_at, write_at
 
 MiB = 1024 * 1024
-
-
-def write(path, offset, data):
-    fd = os.open(path, os.O_WRONLY)
-    try:
-        os.pwrite(fd, data, offset)
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-def read(path, offset, length):
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        return os.pread(fd, length, offset)
-    finally:
-        os.close(fd)
 
 
 def allocated(path):
@@ -60,9 +44,9 @@ def test_data_written_through_the_device_lands_in_the_brick_files(pool, sr):
     dev = pool.vdi_attach(vdi)["params"]
     assert dev.startswith("/dev/loop")
     payload = os.urandom(MiB)
-    write(dev, 8 * MiB, payload)
+    write_at(dev, 8 * MiB, payload)
     for brick in range(2):
-        assert read(sr.brick_file(uuid, brick), 8 * MiB, MiB) == payload
+        assert read_at(sr.brick_file(uuid, brick), 8 * MiB, MiB) == payload
         assert MiB <= allocated(sr.brick_file(uuid, brick)) < 3 * MiB
     pool.vdi_detach(vdi)
 
@@ -71,7 +55,7 @@ def test_snapshot_clone_revert_keep_data_holes_and_tree(pool, sr):
     vdi = pool.vdi_create(sr.ref, 64 * MiB, name_label="base")
     uuid = sr.uuid_of(vdi)
     first = os.urandom(MiB)
-    write(sr.mount_file(uuid), 4 * MiB, first)
+    write_at(sr.mount_file(uuid), 4 * MiB, first)
     snap = pool.vdi_snapshot(vdi)
     snap_uuid = sr.uuid_of(snap)
     smeta = sr.brick_meta(snap_uuid)
@@ -79,14 +63,14 @@ def test_snapshot_clone_revert_keep_data_holes_and_tree(pool, sr):
     assert smeta["read_only"] == "true"
     # holes stay holes on the brick: only the written MiB is allocated in the copy
     assert MiB <= allocated(sr.brick_file(snap_uuid)) < 3 * MiB
-    assert read(sr.brick_file(snap_uuid), 4 * MiB, MiB) == first
-    write(sr.mount_file(uuid), 4 * MiB, b"\xff" * MiB)
+    assert read_at(sr.brick_file(snap_uuid), 4 * MiB, MiB) == first
+    write_at(sr.mount_file(uuid), 4 * MiB, b"\xff" * MiB)
     clone = pool.vdi_clone(snap)
-    assert read(sr.brick_file(sr.uuid_of(clone)), 4 * MiB, MiB) == first
+    assert read_at(sr.brick_file(sr.uuid_of(clone)), 4 * MiB, MiB) == first
     assert sr.brick_meta(sr.uuid_of(clone))["is_a_snapshot"] == "false"
     pool.vdi_revert(snap)
     for brick in range(2):
-        assert read(sr.brick_file(uuid, brick), 4 * MiB, MiB) == first
+        assert read_at(sr.brick_file(uuid, brick), 4 * MiB, MiB) == first
     # revert swaps the data, never the VDI's own identity and names
     assert sr.brick_meta(uuid)["name_label"] == "base"
     assert sr.brick_meta(uuid)["is_a_snapshot"] == "false"
@@ -96,7 +80,7 @@ def test_resize_grows_online_and_refuses_to_shrink(pool, sr):
     vdi = pool.vdi_create(sr.ref, 16 * MiB, name_label="r")
     uuid = sr.uuid_of(vdi)
     dev = pool.vdi_attach(vdi)["params"]
-    write(dev, 0, b"keep" * 1024)
+    write_at(dev, 0, b"keep" * 1024)
     assert pool.vdi_resize(vdi, 48 * MiB) == 48 * MiB
     size = int(subprocess.run(["blockdev", "--getsize64", dev], capture_output=True,
                               text=True).stdout)
@@ -105,7 +89,7 @@ def test_resize_grows_online_and_refuses_to_shrink(pool, sr):
     with pytest.raises(XapiError) as e:
         pool.vdi_resize(vdi, 8 * MiB)
     assert fault_code(e) == "SR_BACKEND_FAILURE_79"
-    assert read(dev, 0, 4096) == b"keep" * 1024
+    assert read_at(dev, 0, 4096) == b"keep" * 1024
     pool.vdi_detach(vdi)
 
 
@@ -114,8 +98,8 @@ def test_extents_follow_seek_data_on_the_mount(pool, sr):
     from framework.driver import Context
     vdi = pool.vdi_create(sr.ref, 64 * MiB, name_label="x")
     uuid = sr.uuid_of(vdi)
-    write(sr.mount_file(uuid), 10 * MiB, b"a" * MiB)
-    write(sr.mount_file(uuid), 40 * MiB, b"b" * (2 * MiB))
+    write_at(sr.mount_file(uuid), 10 * MiB, b"a" * MiB)
+    write_at(sr.mount_file(uuid), 40 * MiB, b"b" * (2 * MiB))
 
     class Log(object):
         def info(self, m):
@@ -293,7 +277,7 @@ def test_delete_of_a_vdi_active_elsewhere_is_refused(pool, sr):
 
 def test_probe_lists_sr_directories_with_their_sizes(pool, sr, gluster_env):
     vdi = pool.vdi_create(sr.ref, 16 * MiB, name_label="p")
-    write(sr.mount_file(sr.uuid_of(vdi)), 0, os.urandom(2 * MiB))
+    write_at(sr.mount_file(sr.uuid_of(vdi)), 0, os.urandom(2 * MiB))
     xml = pool.sr_probe("gluster", {"server": "127.0.0.1:/" + gluster_env["SRKIT_GLUSTER_VOLUME"]})
     import xml.etree.ElementTree as ET
     found = {e.findtext("UUID"): int(e.findtext("Size")) for e in ET.fromstring(xml).iter("SR")}
@@ -307,7 +291,7 @@ def test_probe_lists_sr_directories_with_their_sizes(pool, sr, gluster_env):
 def test_a_snapshot_killed_after_the_copy_leaves_no_vdi_and_is_collected(pool, sr):
     vdi = pool.vdi_create(sr.ref, 8 * MiB, name_label="crash")
     uuid = sr.uuid_of(vdi)
-    write(sr.mount_file(uuid), 0, b"z" * MiB)
+    write_at(sr.mount_file(uuid), 0, b"z" * MiB)
     pool.config["extra_env"] = {"SRKIT_CRASH_AT": "gluster.snapshot.after-copy"}
     try:
         with pytest.raises(XapiError):
@@ -348,17 +332,17 @@ def test_snapshot_on_an_xfs_brick_is_a_reflink_made_by_the_brick(make_sr, pool):
     vdi = pool.vdi_create(xsr.ref, 64 * MiB, name_label="reflinked")
     uuid = xsr.uuid_of(vdi)
     payload = os.urandom(8 * MiB)
-    write(xsr.mount_file(uuid), 16 * MiB, payload)
+    write_at(xsr.mount_file(uuid), 16 * MiB, payload)
     snap = pool.vdi_snapshot(vdi)
     copy = xsr.brick_file(xsr.uuid_of(snap))
-    assert read(copy, 16 * MiB, 8 * MiB) == payload
+    assert read_at(copy, 16 * MiB, 8 * MiB) == payload
     assert _shared_bytes(copy) >= 8 * MiB, "the snapshot does not share extents on the brick"
     assert allocated(copy) < 10 * MiB   # holes stay holes
     log = open(os.path.join(pool.path, "SMlog")).read()
     assert "snapshot of %s to %s by server-copy" % (uuid, xsr.uuid_of(snap)) in log
     # the data is independent all the same: rewriting the source leaves the snapshot alone
-    write(xsr.mount_file(uuid), 16 * MiB, b"\0" * MiB)
-    assert read(copy, 16 * MiB, 8 * MiB) == payload
+    write_at(xsr.mount_file(uuid), 16 * MiB, b"\0" * MiB)
+    assert read_at(copy, 16 * MiB, 8 * MiB) == payload
 
 
 def test_server_copy_is_never_used_on_a_replicated_volume(make_sr, pool):
@@ -366,9 +350,9 @@ def test_server_copy_is_never_used_on_a_replicated_volume(make_sr, pool):
     # must see the replication (pathinfo) and copy through the mount
     sr2 = make_sr(server_copy="reflink")
     vdi = pool.vdi_create(sr2.ref, 32 * MiB, name_label="replicated")
-    write(sr2.mount_file(sr2.uuid_of(vdi)), 20 * MiB, b"q" * MiB)
+    write_at(sr2.mount_file(sr2.uuid_of(vdi)), 20 * MiB, b"q" * MiB)
     snap = pool.vdi_snapshot(vdi)
     for brick in range(2):
-        assert read(sr2.brick_file(sr2.uuid_of(snap), brick), 20 * MiB, MiB) == b"q" * MiB
+        assert read_at(sr2.brick_file(sr2.uuid_of(snap), brick), 20 * MiB, MiB) == b"q" * MiB
     log = open(os.path.join(pool.path, "SMlog")).read()
     assert "to %s by server-copy" % sr2.uuid_of(snap) not in log

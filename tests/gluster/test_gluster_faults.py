@@ -9,7 +9,8 @@ import pytest
 
 from simulator.errors import XapiError
 
-from conftest import brick_pids, gluster_cli, mounts_at, wait_until
+from gluster_rig import brick_pids, gluster_cli, mounts_at
+from simulator.testkit import wait_until
 
 MiB = 1024 * 1024
 

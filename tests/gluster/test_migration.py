@@ -6,7 +6,7 @@ import sys
 
 import pytest
 
-from conftest import REPO
+from simulator.testkit import REPO
 
 MiB = 1024 * 1024
 

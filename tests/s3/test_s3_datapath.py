@@ -8,7 +8,8 @@ import threading
 
 import pytest
 
-from conftest import CHUNK, MiB, pattern, read_vdi, write_at
+from s3_rig import CHUNK, MiB, pattern, read_vdi
+from simulator.testkit import write_at
 from simulator.errors import XapiError
 
 K = 1024

@@ -1,13 +1,13 @@
 """sm_drivers/S3SR against a real S3 server (SeaweedFS, tests/rigs/s3.sh), through the
 simulated pool; every assertion on layout reads the bucket itself with boto3. The layout,
 GC and lease tests (marked ``s3_servers``) also run on radosgw (tests/rigs/rgw.sh)."""
-import os
 import threading
 import time
 
 import pytest
 
-from conftest import CHUNK, MiB, pattern, read_at, read_vdi, write_at, write_vdi
+from s3_rig import CHUNK, MiB, pattern, read_vdi, write_vdi
+from simulator.testkit import read_at, write_at
 from simulator.errors import XapiError
 
 

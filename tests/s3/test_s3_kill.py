@@ -9,7 +9,8 @@ import time
 
 import pytest
 
-from conftest import (CHUNK, MiB, REPO, SR, make_admin, pattern, read_vdi, write_at)
+from s3_rig import CHUNK, MiB, SR, make_admin, pattern, read_vdi
+from simulator.testkit import REPO, write_at
 
 RIG = os.path.join(REPO, "tests", "rigs", "s3.sh")
 

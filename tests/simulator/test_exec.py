@@ -6,7 +6,7 @@ import xmlrpc.client
 
 import pytest
 
-from conftest import ALL_CAPS, FAKE_DRIVER, script, write_driver
+from fake_drivers import ALL_CAPS, FAKE_DRIVER, script, write_driver
 from simulator import Pool, XapiError
 from simulator.sm_exec import CallRecord, map_fault, parse_reply
 

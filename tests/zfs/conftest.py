@@ -10,9 +10,10 @@ import subprocess
 
 import pytest
 
-REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+from simulator.testkit import sim_pool
+from zfs_rig import MiB, sh
+
 POOL = "srkt"
-MiB = 1024 * 1024
 
 
 def pytest_configure(config):
@@ -25,13 +26,6 @@ def zfs_works():
                               timeout=60).returncode == 0
     except (OSError, subprocess.TimeoutExpired):
         return False
-
-
-def sh(*argv, check=True):
-    proc = subprocess.run(list(argv), capture_output=True, text=True, timeout=300)
-    if check and proc.returncode != 0:
-        raise AssertionError("%s: %s" % (" ".join(argv), proc.stderr))
-    return proc.stdout
 
 
 @pytest.fixture(scope="session")
@@ -87,14 +81,8 @@ def zfs():
 
 @pytest.fixture
 def pool(tmp_path, zpool):
-    from simulator import Pool
-    with Pool(str(tmp_path / "pool"), sm_dir=os.path.join(REPO, "sm_drivers"), hosts=1) as p:
+    with sim_pool(str(tmp_path / "pool"), hosts=1) as p:
         yield p
-        for _, dp in list(p.db.all("datapath")):
-            try:
-                p.vdi_detach(dp["VDI"], host=dp["host"])
-            except Exception:
-                pass
 
 
 class SR(object):
@@ -129,20 +117,3 @@ def make_sr(pool, zpool, zfs):
 @pytest.fixture(params=["pyzfs", "cli"])
 def api(request):
     return request.param
-
-
-def write(path, offset, data):
-    fd = os.open(path, os.O_WRONLY)
-    try:
-        os.pwrite(fd, data, offset)
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-def read(path, offset, length):
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        return os.pread(fd, length, offset)
-    finally:
-        os.close(fd)

@@ -3,7 +3,8 @@ zvols, on both APIs (driver used in-process through its CLI backend, and by pyzf
 where the test interpreter can import it)."""
 import pytest
 
-from conftest import MiB, sh, write
+from simulator.testkit import write_at
+from zfs_rig import MiB, sh
 from framework import meta as m
 
 pytestmark = pytest.mark.zfs
@@ -42,13 +43,13 @@ def test_extents_and_changed_extents(driver, zfs):
     assert v.virtual_size == 64 * MiB
     path = driver.attach(A, True)
     assert driver.extents(A) == []
-    write(path, 0, b"\1" * bs)
-    write(path, 10 * MiB, b"\2" * (2 * bs))
+    write_at(path, 0, b"\1" * bs)
+    write_at(path, 10 * MiB, b"\2" * (2 * bs))
     assert driver.extents(A) == [(0, bs), (10 * MiB, 2 * bs)]
     driver.snapshot(A, S1, m.new("s1", is_snapshot=True, snapshot_of=A))
     assert driver.extents(S1) == [(0, bs), (10 * MiB, 2 * bs)]
-    write(path, 10 * MiB + bs, b"\3" * bs)
-    write(path, 40 * MiB, b"\4" * bs)
+    write_at(path, 10 * MiB + bs, b"\3" * bs)
+    write_at(path, 40 * MiB, b"\4" * bs)
     assert driver.changed_extents(A, S1) == [(10 * MiB + bs, bs), (40 * MiB, bs)]
     driver.snapshot(A, S2, m.new("s2", is_snapshot=True, snapshot_of=A))
     assert driver.changed_extents(S2, S1) == [(10 * MiB + bs, bs), (40 * MiB, bs)]
@@ -87,7 +88,7 @@ def test_attach_never_serves_the_node_of_a_zvol_destroyed_under_the_same_name(dr
     driver.config["udev_timeout"] = 2
     driver.create(A, 64 * MiB, m.new("x"))
     path = driver.attach(A, True)
-    write(path, 0, b"\1" * 512)
+    write_at(path, 0, b"\1" * 512)
     for attempt in range(5):    # the window is short: try to land in it a few times
         sh("zfs", "destroy", driver.sr_ds + "/" + A)
         sh("zfs", "create", "-s", "-V", str(MiB), "-o", "volmode=none", "-o",

@@ -6,7 +6,8 @@ import subprocess
 import pytest
 
 from simulator.errors import XapiError
-from conftest import MiB, sh, write
+from simulator.testkit import write_at
+from zfs_rig import MiB, sh
 
 pytestmark = pytest.mark.zfs
 
@@ -19,7 +20,7 @@ def test_sr_is_a_marked_dataset_and_goes_away(pool, make_sr, zfs, zpool):
     xml = pool.sr_probe("zfsvol", {"pool": zpool})
     assert "<UUID>%s</UUID>" % sr.uuid in xml and "<name_label>%s</name_label>" % zpool in xml
     v = pool.vdi_create(sr.ref, 8 * MiB, name_label="x")
-    write(pool.vdi_attach(v)["params"], 0, os.urandom(2 * MiB))
+    write_at(pool.vdi_attach(v)["params"], 0, os.urandom(2 * MiB))
     pool.vdi_detach(v)
     pool.sr_update(sr.ref)
     rec = pool.sr_record(sr.ref)

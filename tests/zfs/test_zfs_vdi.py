@@ -5,7 +5,8 @@ import os
 import pytest
 
 from simulator.errors import XapiError
-from conftest import REPO, MiB, read, write
+from simulator.testkit import REPO, read_at, write_at
+from zfs_rig import MiB
 
 pytestmark = pytest.mark.zfs
 
@@ -24,7 +25,7 @@ def test_vdi_lifecycle_on_both_apis(pool, make_sr, zfs, api):
 
     path = pool.vdi_attach(v)["params"]
     assert path == "/dev/zvol/" + name and os.path.exists(path)
-    write(path, MiB, b"one" * 100)
+    write_at(path, MiB, b"one" * 100)
     pool.vdi_detach(v)
 
     s = pool.vdi_snapshot(v)
@@ -41,7 +42,7 @@ def test_vdi_lifecycle_on_both_apis(pool, make_sr, zfs, api):
     meta, source = zfs.meta(clone)
     assert source == "local" and meta["_uuid"] == sr.loc(c) and meta["is_a_snapshot"] == "false"
     cpath = pool.vdi_attach(c)["params"]
-    assert read(cpath, MiB, 300) == b"one" * 100
+    assert read_at(cpath, MiB, 300) == b"one" * 100
     pool.vdi_detach(c)
 
     assert pool.vdi_resize(v, 20 * MiB) == 20 * MiB
@@ -59,15 +60,15 @@ def test_snapshot_attach_is_read_only_and_holds_the_old_data(pool, make_sr, zfs)
     sr = make_sr()
     v = pool.vdi_create(sr.ref, 4 * MiB, name_label="x")
     path = pool.vdi_attach(v)["params"]
-    write(path, 0, b"A" * 4096)
+    write_at(path, 0, b"A" * 4096)
     s = pool.vdi_snapshot(v)
-    write(path, 0, b"B" * 4096)
+    write_at(path, 0, b"B" * 4096)
     spath = pool.vdi_attach(s, writable=False)["params"]
     assert spath == "/dev/zvol/%s@%s" % (sr.zvol(v), sr.loc(s))
     assert zfs.get(sr.zvol(v), "snapdev")[0] == "visible"
-    assert read(spath, 0, 4096) == b"A" * 4096 and read(path, 0, 4096) == b"B" * 4096
+    assert read_at(spath, 0, 4096) == b"A" * 4096 and read_at(path, 0, 4096) == b"B" * 4096
     with pytest.raises(OSError):
-        write(spath, 0, b"C")
+        write_at(spath, 0, b"C")
     pool.vdi_detach(s)
     pool.vdi_detach(v)
 
@@ -87,7 +88,7 @@ def test_clone_of_a_writable_vdi_uses_a_hidden_base_snapshot(pool, make_sr, zfs)
 def test_deleting_a_vdi_whose_snapshot_has_clones_loses_nothing(pool, make_sr, zfs):
     sr = make_sr()
     v = pool.vdi_create(sr.ref, 4 * MiB, name_label="parent")
-    write(pool.vdi_attach(v)["params"], 0, b"P" * 512)
+    write_at(pool.vdi_attach(v)["params"], 0, b"P" * 512)
     pool.vdi_detach(v)
     s = pool.vdi_snapshot(v)
     c = pool.vdi_clone(s)
@@ -108,7 +109,7 @@ def test_deleting_a_vdi_whose_snapshot_has_clones_loses_nothing(pool, make_sr, z
     pool.vdi_destroy(s)     # the snapshot has a clone: kept under a non-VDI name
     rows = zfs.rows(sr.dataset)
     assert "%s@retired-%s" % (retired[0], s_loc) in rows
-    assert read(pool.vdi_attach(c)["params"], 0, 512) == b"P" * 512
+    assert read_at(pool.vdi_attach(c)["params"], 0, 512) == b"P" * 512
     pool.vdi_detach(c)
 
     pool.vdi_destroy(c)     # the last dependant: everything goes
@@ -119,20 +120,20 @@ def test_revert_to_latest_and_older_keeps_every_snapshot(pool, make_sr, zfs):
     sr = make_sr()
     v = pool.vdi_create(sr.ref, 4 * MiB, name_label="x")
     path = pool.vdi_attach(v)["params"]
-    write(path, 0, b"1" * 512)
+    write_at(path, 0, b"1" * 512)
     pool.vdi_detach(v)
     s1 = pool.vdi_snapshot(v)
-    write(path, 0, b"2" * 512)
+    write_at(path, 0, b"2" * 512)
     s2 = pool.vdi_snapshot(v)
-    write(path, 0, b"3" * 512)
+    write_at(path, 0, b"3" * 512)
 
     pool.vdi_revert(s2)     # the latest: a plain zfs rollback
-    assert read(path, 0, 512) == b"2" * 512
+    assert read_at(path, 0, 512) == b"2" * 512
     assert zfs.rows(sr.dataset)[sr.zvol(v)]["origin"] == "-"
 
     pool.vdi_revert(s1)     # an older one: switch to a clone, s2 stays
     # at once, through attach: the old zvol's zd node answers to this name until ZFS renames it
-    assert read(pool.vdi_attach(v)["params"], 0, 512) == b"1" * 512
+    assert read_at(pool.vdi_attach(v)["params"], 0, 512) == b"1" * 512
     pool.vdi_detach(v)
     rows = zfs.rows(sr.dataset)
     assert rows[sr.zvol(v)]["origin"].endswith("@" + sr.loc(s1))
@@ -143,7 +144,7 @@ def test_revert_to_latest_and_older_keeps_every_snapshot(pool, make_sr, zfs):
     assert len(pool.sr_record(sr.ref)["VDIs"]) == 3
 
     pool.vdi_revert(s2)     # and forward again, to a snapshot of the retired zvol
-    assert read(pool.vdi_attach(v)["params"], 0, 512) == b"2" * 512
+    assert read_at(pool.vdi_attach(v)["params"], 0, 512) == b"2" * 512
     pool.vdi_detach(v)
     for ref in (s1, s2, v):
         pool.vdi_destroy(ref)
