@@ -110,3 +110,24 @@ def cleanup_datapaths(root, servers=()):
                 os.kill(int(pid), signal.SIGKILL)
             except OSError:
                 pass
+
+
+@contextlib.contextmanager
+def sr_maker(pool, sr_type, device_config, wrap, **create):
+    """make(**overrides): a new SR of sr_type on device_config updated by overrides, as
+    wrap(ref, dc). At the end every datapath is detached and each SR's purge() removes
+    what its test left in the backend."""
+    made = []
+
+    def make(**overrides):
+        dc = dict(device_config)
+        dc.update(overrides)
+        sr = wrap(pool.sr_create(sr_type, dc, **create), dc)
+        made.append(sr)
+        return sr
+    try:
+        yield make
+    finally:
+        detach_all(pool)
+        for sr in made:
+            sr.purge()

@@ -9,7 +9,7 @@ import os
 
 import pytest
 
-from simulator.testkit import cleanup_datapaths, detach_all, sim_pool
+from simulator.testkit import cleanup_datapaths, sim_pool, sr_maker
 
 
 def _need_cluster():
@@ -131,24 +131,14 @@ class SR(object):
             except rbd.Error:
                 pass
             root.close()
+        self.io.close()
 
 
 @pytest.fixture
 def make_sr(pool, cluster, device_config):
-    made = []
-
-    def make(**overrides):
-        dc = dict(device_config)
-        dc.update(overrides)
-        ref = pool.sr_create("rbd", dc, name_label="ceph", shared=True)
-        sr = SR(pool, ref, cluster, dc)
-        made.append(sr)
-        return sr
-    yield make
-    detach_all(pool)
-    for sr in made:
-        sr.purge()
-        sr.io.close()
+    with sr_maker(pool, "rbd", device_config, lambda ref, dc: SR(pool, ref, cluster, dc),
+                  name_label="ceph", shared=True) as make:
+        yield make
 
 
 @pytest.fixture

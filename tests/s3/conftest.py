@@ -13,7 +13,7 @@ import os
 import pytest
 
 from s3_rig import CHUNK, SR, make_admin
-from simulator.testkit import cleanup_datapaths, detach_all, sim_pool
+from simulator.testkit import cleanup_datapaths, sim_pool, sr_maker
 
 
 # server name -> (its rig, the prefix of the variables that rig's `env` exports)
@@ -93,19 +93,9 @@ def pool(tmp_path):
 
 @pytest.fixture
 def make_sr(pool, admin, device_config):
-    made = []
-
-    def make(**overrides):
-        dc = dict(device_config)
-        dc.update(overrides)
-        ref = pool.sr_create("s3", dc, name_label="s3", shared=True)
-        sr = SR(pool, ref, admin, dc)
-        made.append(sr)
-        return sr
-    yield make
-    detach_all(pool)
-    for sr in made:
-        sr.purge()
+    with sr_maker(pool, "s3", device_config, lambda ref, dc: SR(pool, ref, admin, dc),
+                  name_label="s3", shared=True) as make:
+        yield make
 
 
 @pytest.fixture

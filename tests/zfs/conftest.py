@@ -10,7 +10,7 @@ import subprocess
 
 import pytest
 
-from simulator.testkit import sim_pool
+from simulator.testkit import sim_pool, sr_maker
 from zfs_rig import MiB, sh
 
 POOL = "srkt"
@@ -97,21 +97,15 @@ class SR(object):
     def zvol(self, vdi):
         return "%s/%s" % (self.dataset, self.loc(vdi))
 
+    def purge(self):
+        sh("zfs", "destroy", "-r", self.dataset, check=False)
+
 
 @pytest.fixture
 def make_sr(pool, zpool, zfs):
-    made = []
-
-    def make(**overrides):
-        dc = {"pool": zpool}
-        dc.update(overrides)
-        ref = pool.sr_create("zfsvol", dc, name_label="zfs")
-        sr = SR(pool, ref, dc)
-        made.append(sr)
-        return sr
-    yield make
-    for sr in made:
-        sh("zfs", "destroy", "-r", sr.dataset, check=False)
+    with sr_maker(pool, "zfsvol", {"pool": zpool}, lambda ref, dc: SR(pool, ref, dc),
+                  name_label="zfs") as make:
+        yield make
 
 
 @pytest.fixture(params=["pyzfs", "cli"])
