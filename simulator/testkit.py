@@ -96,7 +96,18 @@ def cleanup_datapaths(root, servers=()):
     for m in sorted(mounts, reverse=True):
         if subprocess.run(["umount", m], capture_output=True).returncode:
             subprocess.run(["umount", "-l", m], capture_output=True)
-    for pid in os.listdir("/proc") if servers else ():
+    for pid, argv in processes() if servers else ():
+        if any(a.startswith(root_b) for a in argv[1:]) and \
+                any(s in a for s in servers for a in argv[:3]):
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except OSError:
+                pass
+
+
+def processes():
+    """(pid, argv as bytes) of every process still there when its turn comes."""
+    for pid in os.listdir("/proc"):
         if not pid.isdigit():
             continue
         try:
@@ -104,12 +115,7 @@ def cleanup_datapaths(root, servers=()):
                 argv = f.read().split(b"\0")
         except OSError:
             continue
-        if any(a.startswith(root_b) for a in argv[1:]) and \
-                any(s in a for s in servers for a in argv[:3]):
-            try:
-                os.kill(int(pid), signal.SIGKILL)
-            except OSError:
-                pass
+        yield int(pid), argv
 
 
 @contextlib.contextmanager

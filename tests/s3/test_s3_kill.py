@@ -10,25 +10,15 @@ import time
 import pytest
 
 from s3_rig import CHUNK, MiB, SR, make_admin, pattern, read_vdi
-from simulator.testkit import REPO, write_at
+from simulator.testkit import REPO, processes, write_at
 
 RIG = os.path.join(REPO, "tests", "rigs", "s3.sh")
 
 
 def _servers_of(uuid):
     """pids of the nbdkit serving VDI ``uuid`` (our plugin, its config names the VDI)."""
-    out = []
-    for pid in os.listdir("/proc"):
-        if not pid.isdigit():
-            continue
-        try:
-            with open("/proc/%s/cmdline" % pid, "rb") as f:
-                cmd = f.read().split(b"\0")
-        except OSError:
-            continue
-        if cmd and cmd[0].endswith(b"nbdkit") and any(uuid.encode() in a for a in cmd):
-            out.append(int(pid))
-    return out
+    return [pid for pid, argv in processes()
+            if argv[0].endswith(b"nbdkit") and any(uuid.encode() in a for a in argv)]
 
 
 def _direct_writer(path, seed, stop, errors):
