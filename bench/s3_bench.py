@@ -132,7 +132,8 @@ def main():
     if not os.environ.get("SRKIT_S3_ENDPOINT"):
         sys.exit("no S3 server: eval \"$(tests/rigs/s3.sh env DIR)\"")
     from simulator import Pool
-    from conftest import SR, make_admin, cleanup_datapaths
+    from s3_rig import SR, make_admin
+    from simulator.testkit import cleanup_datapaths, detach_all, write_at
     size = args.size_mib * MiB
     tmp = tempfile.mkdtemp(prefix="s3bench-")
     prefix = "bench-%s/" % os.urandom(3).hex()
@@ -187,14 +188,14 @@ def main():
             srs.append(sr2)
             base = pool.vdi_create(sr2.ref, size, name_label="base")
             path = pool.vdi_attach(base)["params"]
-            _write(path, 0, data)
+            write_at(path, 0, data)
             pool.vdi_detach(base)
             one = sum(s for k, s in sr2.keys("chunks/"))
             rewrite = max(size // 100, 4096)
             for i in range(10):
                 c = pool.vdi_clone(base)
                 path = pool.vdi_attach(c)["params"]
-                _write(path, (i * 9 + 3) * size // 100, os.urandom(rewrite))
+                write_at(path, (i * 9 + 3) * size // 100, os.urandom(rewrite))
                 pool.vdi_detach(c)
             ten = sum(s for k, s in sr2.keys("chunks/"))
             results["clones"] = {"one_vdi_stored": one, "eleven_vdis_stored": ten,
@@ -202,24 +203,11 @@ def main():
                                  "rewrite_bytes_each": rewrite}
             print("clones", json.dumps(results["clones"]), flush=True)
         finally:
-            for _, dp in list(pool.db.all("datapath")):
-                try:
-                    pool.vdi_detach(dp["VDI"], host=dp["host"])
-                except Exception:
-                    pass
+            detach_all(pool)
             for s in srs:
                 s.purge()
-            cleanup_datapaths(tmp)
+            cleanup_datapaths(tmp, servers=(b"nbd",))
     print(json.dumps(results, indent=1, sort_keys=True))
-
-
-def _write(path, offset, data):
-    fd = os.open(path, os.O_WRONLY)
-    try:
-        os.pwrite(fd, data, offset)
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 def _driver_info_doc():

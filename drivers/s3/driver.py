@@ -28,6 +28,16 @@ def _translate(driver, name, args, e, fault):
 _mapped = primitive_faults(_translate)
 
 
+def _writes(fn):
+    """A primitive that changes manifests: what an earlier survey read is stale now."""
+    def primitive(self, *args, **kwargs):
+        self._survey = None
+        return fn(self, *args, **kwargs)
+    primitive.__name__ = fn.__name__
+    primitive.__doc__ = fn.__doc__
+    return primitive
+
+
 class S3Driver(Driver):
     name = 'S3'
     description = 'srkit S3 driver: VDIs as deduplicated, compressed chunks in an S3 bucket'
@@ -61,6 +71,7 @@ class S3Driver(Driver):
         self.root = layout.sr_root(self.config['prefix'], sr_uuid or '')
         self._client = None
         self._marker = None
+        self._survey = None     # sr_scan: gc.Survey shared by collection, list and stats
 
     @property
     def client(self):
@@ -124,7 +135,7 @@ class S3Driver(Driver):
     def sr_stats(self):
         from drivers.s3 import gc
         self._sr()
-        usage = gc.usage(self.client, self.bucket, self.root)
+        usage = gc.usage(self.client, self.bucket, self.root, self._survey)
         self.ctx.log.info('s3 SR %s: stored %d bytes for %d logical bytes in %d chunks'
                           % (self.sr_uuid, usage['stored'], usage['logical'], usage['chunks']))
         return max(PHYSICAL_SIZE, usage['stored']), usage['stored']
@@ -174,7 +185,10 @@ class S3Driver(Driver):
     def list(self):
         from drivers.s3 import gc
         self._sr()
-        _, docs = gc.referenced(self.client, self.bucket, self.root)
+        if self._survey is not None:
+            docs = self._survey.docs
+        else:
+            _, docs = gc.referenced(self.client, self.bucket, self.root)
         return dict((u, self._volume(d)) for u, d in docs.items())
 
     @_mapped('SRScan')
@@ -183,7 +197,9 @@ class S3Driver(Driver):
         that is safe against a writer on another host)."""
         from drivers.s3 import gc
         self._sr()
-        gc.collect(self.client, self.bucket, self.root, crash.grace(), self.ctx.log)
+        self._survey = gc.Survey(self.client, self.bucket, self.root)
+        gc.collect(self.client, self.bucket, self.root, crash.grace(), self.ctx.log,
+                   self._survey)
 
     @_mapped()
     def get(self, uuid):
@@ -191,6 +207,7 @@ class S3Driver(Driver):
         return self._volume(doc) if doc is not None else None
 
     @_mapped('VDICreate')
+    @_writes
     def create(self, uuid, size, meta):
         doc = manifest.new(uuid, size, self._sr()['chunk_size'], meta)
         crash.point('s3.create.before-manifest')
@@ -205,6 +222,7 @@ class S3Driver(Driver):
             raise SRError('VDIExists', doc['uuid'])
 
     @_mapped('VDIDelete')
+    @_writes
     def destroy(self, uuid):
         from drivers.s3 import lease
         held, _ = lease.read(self.client, self.bucket, layout.lease(self.root, uuid))
@@ -214,6 +232,7 @@ class S3Driver(Driver):
         self.client.delete_object(Bucket=self.bucket, Key=layout.manifest(self.root, uuid))
 
     @_mapped()
+    @_writes
     def set_meta(self, uuid, meta):
         from framework import meta as m
 
@@ -241,14 +260,17 @@ class S3Driver(Driver):
         return self._volume(copy)
 
     @_mapped('VDISnapshot')
+    @_writes
     def snapshot(self, uuid, new_uuid, meta):
         return self._copy(uuid, new_uuid, meta, 'snapshot')
 
     @_mapped('VDIClone')
+    @_writes
     def clone(self, uuid, new_uuid, meta):
         return self._copy(uuid, new_uuid, meta, 'clone')
 
     @_mapped()
+    @_writes
     def revert(self, uuid, snapshot_uuid):
         snap = self._need(snapshot_uuid)
 
@@ -261,6 +283,7 @@ class S3Driver(Driver):
             raise SRError('VDIMissing', uuid)
 
     @_mapped('VDIResize')
+    @_writes
     def resize(self, uuid, size):
         def change(doc):
             crash.point('s3.resize.after-read')

@@ -53,16 +53,21 @@ def list_objects(client, bucket, prefix):
             return out
 
 
-def referenced(client, bucket, root):
+def referenced(client, bucket, root, objects=None):
     """(set of chunk hashes any manifest references, {uuid: manifest}), read until two
-    listings of the manifests agree."""
+    listings of the manifests agree; ``objects``, a listing of root just made, serves
+    as the first of them."""
     read = {}      # key -> etag of the copy read
     docs = {}
     refs = set()
     previous = None
+    prefix = layout.manifests(root)
     for _ in range(20):
-        listing = dict((k, e) for k, _, _, e in list_objects(client, bucket,
-                                                             layout.manifests(root)))
+        if objects is not None:
+            listing = dict((k, e) for k, _, _, e in objects if k.startswith(prefix))
+            objects = None
+        else:
+            listing = dict((k, e) for k, _, _, e in list_objects(client, bucket, prefix))
         for key, etag in listing.items():
             if read.get(key) == etag:
                 continue
@@ -79,13 +84,31 @@ def referenced(client, bucket, root):
     raise RuntimeError('manifests of %s kept changing; collection skipped' % root)
 
 
-def collect(client, bucket, root, grace=DEFAULT_GRACE, log=None):
+class Survey(object):
+    """One reading of everything under an SR's root: its objects, then its manifests.
+    sr_scan's collection, listing and byte counts share it; each used to list the whole
+    SR and read every manifest again."""
+
+    def __init__(self, client, bucket, root):
+        # objects first: a chunk listed here and uploaded for a manifest not yet read
+        # is young, and the grace period keeps it
+        self.objects = list_objects(client, bucket, root)
+        self.refs, self.docs = referenced(client, bucket, root, self.objects)
+
+    def deleted(self, keys):
+        keys = set(keys)
+        self.objects = [o for o in self.objects if o[0] not in keys]
+
+
+def collect(client, bucket, root, grace=DEFAULT_GRACE, log=None, survey=None):
     """Delete the chunks of ``root`` that no manifest references and that are older
     than ``grace`` seconds; return counts."""
     now = _server_now(client, bucket)
     cutoff = now - grace
-    chunks = list_objects(client, bucket, layout.chunks(root))
-    refs, _ = referenced(client, bucket, root)
+    survey = survey or Survey(client, bucket, root)
+    chunks = [o for o in survey.objects if o[0].startswith(layout.chunks(root))]
+    refs = survey.refs
+    gone = []
     stats = {'chunks': len(chunks), 'referenced': 0, 'young': 0, 'deleted': 0,
              'freed_bytes': 0}
     for key, size, modified, _ in chunks:
@@ -106,19 +129,21 @@ def collect(client, bucket, root, grace=DEFAULT_GRACE, log=None):
             stats['young'] += 1
             continue
         client.delete_object(Bucket=bucket, Key=key)
+        gone.append(key)
         stats['deleted'] += 1
         stats['freed_bytes'] += size
+    survey.deleted(gone)
     if log is not None:
         log.info('s3 gc %s: %r' % (root, stats))
     return stats
 
 
-def usage(client, bucket, root):
+def usage(client, bucket, root, survey=None):
     """{'stored': bytes of objects under root (after dedup and compression),
     'logical': bytes of data the VDIs hold (sum of their allocated chunks),
     'chunks': number of chunk objects}."""
-    objects = list_objects(client, bucket, root)
-    _, docs = referenced(client, bucket, root)
+    survey = survey or Survey(client, bucket, root)
+    objects, docs = survey.objects, survey.docs
     return {'stored': sum(size for _, size, _, _ in objects),
             'logical': sum(manifest.allocated(d) for d in docs.values()),
             'chunks': sum(1 for k, _, _, _ in objects if k.startswith(layout.chunks(root))),
