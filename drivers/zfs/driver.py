@@ -31,6 +31,7 @@ def _mutates(fn):
             return fn(self, *args, **kwargs)
         finally:
             self._seen.clear()
+            self._clean = None
     primitive.__name__ = fn.__name__
     primitive.__doc__ = fn.__doc__
     return primitive
@@ -56,6 +57,7 @@ class ZFSVolDriver(Driver):
         O.check(config)
         self._zfs = None
         self._seen = {}
+        self._clean = None      # rows collect_garbage left clean: sr_scan's list() reuses them
         self.blocksize = config.get('volblocksize') or 16384
         self.thick = config.get('provisioning') == 'thick'
 
@@ -181,10 +183,11 @@ class ZFSVolDriver(Driver):
 
     # --- VDIs -------------------------------------------------------------------------------
     def collect_garbage(self):
-        repair.run(self.zfs, self.sr_ds, self._rows(), self.ctx.log)
+        self._clean = repair.run(self.zfs, self.sr_ds, self._rows(), self.ctx.log)
 
     def list(self):
-        rows = repair.run(self.zfs, self.sr_ds, self._rows(), self.ctx.log, collect=False)
+        rows = self._clean if self._clean is not None else self._rows()
+        rows = repair.run(self.zfs, self.sr_ds, rows, self.ctx.log, collect=False)
         found = {}
         for row in rows:
             uuid = row.vdi_uuid()
