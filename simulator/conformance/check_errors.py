@@ -174,7 +174,7 @@ def test_garbage_is_143(pool, target, document):
 @pytest.mark.parametrize("argv", [[], ["a", "b"]], ids=["no-argument", "two-arguments"])
 def test_wrong_argument_count_is_143(target, sm_dir, argv, tmp_path):
     """xapi passes exactly one argument; anything else is BadRequest (§1.6)."""
-    from simulator.pool import runtime_pythonpath
+    from simulator.driver_calls import runtime_pythonpath
     pp = runtime_pythonpath() if target.pythonpath == "auto" else target.pythonpath
     env = sm_exec.driver_env({"SRKIT_LOCK_DIR": str(tmp_path / "lock"),
                               "SRKIT_STATE_DIR": str(tmp_path / "state"),

@@ -5,7 +5,8 @@ import subprocess
 import xmlrpc.client
 
 from simulator import sm_exec
-from simulator.pool import Pool, runtime_pythonpath
+from simulator.driver_calls import runtime_pythonpath
+from simulator.pool import Pool
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 LOCALSR = os.path.join(REPO, "sm_drivers", "LocalSR")
