@@ -42,6 +42,27 @@ def read_at(path, offset, length):
         os.close(fd)
 
 
+class RecordingLog(object):
+    """The log of a driver run in-process by a test: keeps what it is told, so a test
+    can assert on it, and prints nothing."""
+
+    def __init__(self):
+        self.infos = []
+        self.errors = []
+
+    def info(self, msg):
+        self.infos.append(msg)
+
+    def error(self, msg):
+        self.errors.append(msg)
+
+
+def driver_context(state_dir, is_master=True):
+    """A driver Context for calling a driver's primitives directly, without xapi."""
+    from framework.driver import Context
+    return Context(str(state_dir), RecordingLog(), is_master)
+
+
 def wait_until(predicate, timeout=10.0, step=0.1):
     """predicate's first true value within timeout, else its last value."""
     deadline = time.time() + timeout

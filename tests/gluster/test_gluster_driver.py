@@ -9,7 +9,7 @@ import pytest
 from simulator.errors import XapiError
 
 from gluster_rig import META_XATTR, mounts_at
-from simulator.testkit import read_at, write_at
+from simulator.testkit import driver_context, read_at, write_at
 
 MiB = 1024 * 1024
 
@@ -95,19 +95,14 @@ def test_resize_grows_online_and_refuses_to_shrink(pool, sr):
 
 def test_extents_follow_seek_data_on_the_mount(pool, sr):
     from drivers.gluster.driver import GlusterDriver
-    from framework.driver import Context
     vdi = pool.vdi_create(sr.ref, 64 * MiB, name_label="x")
     uuid = sr.uuid_of(vdi)
     write_at(sr.mount_file(uuid), 10 * MiB, b"a" * MiB)
     write_at(sr.mount_file(uuid), 40 * MiB, b"b" * (2 * MiB))
 
-    class Log(object):
-        def info(self, m):
-            pass
-        error = info
     state = os.path.dirname(sr.mountpoint())
     drv = GlusterDriver(sr.uuid, {"server": pool.db.get("PBD", pool.db.get(
-        "SR", sr.ref)["PBDs"][0])["device_config"]["server"]}, Context(state, Log(), True))
+        "SR", sr.ref)["PBDs"][0])["device_config"]["server"]}, driver_context(state))
     assert drv.extents(uuid) == [(10 * MiB, MiB), (40 * MiB, 2 * MiB)]
 
 

@@ -56,14 +56,13 @@ def test_snapshot_keeps_holes_and_data(local):
 
 def test_extents_report_where_data_is(local):
     from drivers.local.driver import LocalDriver
-    from framework.driver import Context
-    from framework.log import Log
+    from simulator.testkit import driver_context
     pool, sr, storage = local
     vdi = pool.vdi_create(sr, 64 * MiB)
     write_at(pool, vdi, 8 * MiB, b'x' * 4096)
     write_at(pool, vdi, 50 * MiB, b'y' * 4096)
     driver = LocalDriver(pool.sr_record(sr)['uuid'], {'location': storage},
-                         Context('/tmp', Log(), True))
+                         driver_context('/tmp'))
     extents = driver.extents(pool.vdi_record(vdi)['location'])
     covered = lambda off: any(s <= off < s + n for s, n in extents)  # noqa: E731
     assert covered(8 * MiB) and covered(50 * MiB)

@@ -7,7 +7,7 @@ import time
 import pytest
 
 from s3_rig import CHUNK, MiB, pattern, read_vdi, write_vdi
-from simulator.testkit import read_at, write_at
+from simulator.testkit import driver_context, read_at, write_at
 from simulator.errors import XapiError
 
 
@@ -218,7 +218,6 @@ def test_scan_on_a_fresh_pool_restores_names_and_snapshot_tree(pool, sr):
 
 def test_extents_and_changed_extents_come_from_manifests(pool, sr, tmp_path):
     from drivers.s3.driver import S3Driver
-    from framework.driver import Context
     v = pool.vdi_create(sr.ref, 8 * MiB, name_label="x")
     path = pool.vdi_attach(v)["params"]
     try:
@@ -229,11 +228,7 @@ def test_extents_and_changed_extents_come_from_manifests(pool, sr, tmp_path):
     s = pool.vdi_snapshot(v)
     write_vdi(pool, v, 6 * MiB, pattern(8, MiB))
 
-    class Log(object):
-        def info(self, msg):
-            pass
-        error = info
-    drv = S3Driver(sr.uuid, sr.config(), Context(str(tmp_path), Log(), False))
+    drv = S3Driver(sr.uuid, sr.config(), driver_context(tmp_path, is_master=False))
     assert drv.extents(sr.location(v)) == [(0, 2 * MiB), (5 * MiB, 2 * MiB)]
     assert drv.changed_extents(sr.location(v), sr.location(s)) == [(6 * MiB, MiB)]
 

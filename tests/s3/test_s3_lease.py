@@ -8,6 +8,7 @@ import threading
 import pytest
 
 from framework.errors import SRError
+from simulator.testkit import RecordingLog
 
 pytestmark = pytest.mark.s3_servers
 
@@ -166,12 +167,7 @@ def test_release_by_a_fenced_host_leaves_the_new_holder_alone(s3_env, admin, key
         lease.acquire(client, bucket, key, "vdi", "h0")
     assert e.value.name == "VDIInUse"
 
-    class Log(object):
-        errors = []
-
-        def error(self, msg):
-            self.errors.append(msg)
-    log = Log()
+    log = RecordingLog()
     lease.release(client, bucket, key, "h0", log)
     assert lease.read(client, bucket, key)[0] == mine
     assert log.errors and "held by h1" in log.errors[0]

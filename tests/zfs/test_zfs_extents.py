@@ -3,28 +3,20 @@ zvols, on both APIs (driver used in-process through its CLI backend, and by pyzf
 where the test interpreter can import it)."""
 import pytest
 
-from simulator.testkit import read_at, write_at
+from simulator.testkit import driver_context, read_at, write_at
 from zfs_rig import MiB, sh
 from framework import meta as m
 
 pytestmark = pytest.mark.zfs
 
 
-class Log(object):
-    def info(self, msg):
-        pass
-
-    error = info
-
-
 @pytest.fixture
 def driver(tmp_path, zpool):
     from drivers.zfs.driver import ZFSVolDriver
-    from framework.driver import Context
     from framework.options import validate
     cfg = validate(ZFSVolDriver.options, {"pool": zpool, "api": "cli"}, None)
     d = ZFSVolDriver("00000000-0000-4000-8000-0000000000e1", cfg,
-                     Context(str(tmp_path), Log(), True))
+                     driver_context(tmp_path))
     d.sr_create(0)
     yield d
     import subprocess
