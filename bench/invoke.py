@@ -68,7 +68,7 @@ class Bench:
         self.sr = self.pool.sr_create("local", {"location": data}, name_label="bench")
         self.info_doc = sm_exec.encode_call("sr_get_driver_info", sm_exec.build_request(
             "sr_get_driver_info", host_ref=self.pool.master, device_config={}))
-        self.env = self.pool._env(self.pool.master, None)   # xapi's env + test hooks
+        self.env = self.pool.driver_env(self.pool.master, None)   # xapi's env + test hooks
         self.base = self.pool.vdi_create(self.sr, 4 * MiB, name_label="snapshot source")
         self.made = []
 

@@ -34,7 +34,9 @@ class DriverCalls:
     def last_call(self):
         return self.calls[-1] if self.calls else None
 
-    def _env(self, host, socket_path):
+    def driver_env(self, host, socket_path):
+        """The environment of a driver process on ``host``: xapi's, plus the simulator's
+        hooks (its XenAPI socket, lock, state and log locations)."""
         dirs = self.host_dirs(host)
         hooks = {"SRKIT_XAPI_SOCKET": socket_path or "", "SRKIT_LOCK_DIR": dirs["lock"],
                  "SRKIT_STATE_DIR": dirs["state"],
@@ -54,13 +56,13 @@ class DriverCalls:
             if command != "sr_get_driver_info" and "session_ref" not in keys \
                     and document is None:
                 keys["session_ref"] = self.session_create(sr_ref, host)
-                stack.callback(self._destroy_session, keys["session_ref"])
+                stack.callback(self.session_destroy, keys["session_ref"])
             request = {}
             if document is None:
                 keys.setdefault("subtask_of", sm_exec.subtask_of(command))
                 request = sm_exec.build_request(command, **keys)
                 document = sm_exec.encode_call(command, request)
-            rec = sm_exec.run(executable, document, self._env(host, socket_path), command)
+            rec = sm_exec.run(executable, document, self.driver_env(host, socket_path), command)
         rec.host, rec.request = host, request
         self.calls.append(rec)
         del self.calls[:-200]
@@ -75,13 +77,14 @@ class DriverCalls:
                 raise
         return rec
 
-    def _destroy_session(self, session):
+    def session_destroy(self, session):
+        """End a session made by ``session_create`` (unless the driver logged it out)."""
         try:
             self.db.delete("session", session)
         except XapiError:
             pass  # the driver logged out itself
 
-    def _sr_master_host(self, sr):
+    def sr_master_host(self, sr):
         """The host where SRmaster=true: the pool master for a shared SR, else the
         host of its (only) PBD."""
         rec = self.db.get("SR", sr)
@@ -89,7 +92,8 @@ class DriverCalls:
             return self.master
         return self.db.get("PBD", rec["PBDs"][0])["host"]
 
-    def _pbd_of(self, sr, host):
+    def pbd_of(self, sr, host):
+        """The PBD joining ``sr`` to ``host``; SR_NO_PBDS if there is none."""
         refs = self.db.find("PBD", SR=sr, host=host)
         if not refs:
             raise XapiError("SR_NO_PBDS", [sr])
@@ -111,18 +115,18 @@ class DriverCalls:
         """
         if vdi is not None and sr is None:
             sr = self.db.get("VDI", vdi)["SR"]
-        host = host or (self._sr_master_host(sr) if sr else self.master)
+        host = host or (self.sr_master_host(sr) if sr else self.master)
         sr_rec = self.db.get("SR", sr) if sr else None
         sm_type = sr_rec["type"] if sr_rec else extra_keys.pop("sr_type", None)
         if sm_type is None:
             raise XapiError("SR_UNKNOWN_DRIVER", [""])
         sm = self._sm(sm_type)
         if device_config is None:
-            device_config = dict(self.db.get("PBD", self._pbd_of(sr, host))["device_config"]) \
+            device_config = dict(self.db.get("PBD", self.pbd_of(sr, host))["device_config"]) \
                 if sr else {}
         if "SRmaster" not in device_config:
             is_master = command in ("sr_create", "sr_probe") or (
-                sr is not None and self._sr_master_host(sr) == host)
+                sr is not None and self.sr_master_host(sr) == host)
             device_config = dict({"SRmaster": "true" if is_master else "false"},
                                  **device_config)
         if command in sm_exec.MASTER_ONLY and device_config.get("SRmaster") != "true":

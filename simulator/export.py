@@ -14,7 +14,6 @@ import subprocess
 import sys
 
 from simulator.errors import XapiError
-from simulator.xapi_api import now_iso
 
 RUNTIME_PYTHON = "/usr/bin/python3"
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -25,15 +24,15 @@ class ExportError(Exception):
 
 
 def _host_for(pool, sr):
-    host = pool._sr_master_host(sr)
-    pool._pbd_of(sr, host)
+    host = pool.sr_master_host(sr)
+    pool.pbd_of(sr, host)
     return host
 
 
 def _job(pool, sr, host, **fields):
     sr_rec = pool.sr_record(sr)
-    dc = dict(pool.db.get("PBD", pool._pbd_of(sr, host))["device_config"])
-    dc.setdefault("SRmaster", "true" if pool._sr_master_host(sr) == host else "false")
+    dc = dict(pool.db.get("PBD", pool.pbd_of(sr, host))["device_config"])
+    dc.setdefault("SRmaster", "true" if pool.sr_master_host(sr) == host else "false")
     job = {"sr_type": sr_rec["type"], "sr_uuid": sr_rec["uuid"], "sr_ref": sr,
            "device_config": dc, "host_ref": host}
     job.update(fields)
@@ -48,9 +47,8 @@ def run_job(pool, host, sr, job, on_control=None):
     """Run the runner for ``job``; stdin/stdout/stderr are inherited. Returns the
     exit status and the runner's last control message."""
     with pool.server.running() as socket_path:
-        session = pool.db.create("session", this_host=host, other_config={"_sm_session": sr},
-                                 auth_user_name="__sm__backend", last_active=now_iso())
-        env = pool._env(host, socket_path)
+        session = pool.session_create(sr, host)
+        env = pool.driver_env(host, socket_path)
         env["PYTHONPATH"] = os.pathsep.join(p for p in (REPO, env.get("PYTHONPATH")) if p)
         if os.environ.get("SRKIT_ZSTD"):  # tests pick the zstd engine with it
             env["SRKIT_ZSTD"] = os.environ["SRKIT_ZSTD"]
@@ -78,7 +76,7 @@ def run_job(pool, host, sr, job, on_control=None):
             status = proc.wait()
         finally:
             ours.close()
-            pool._destroy_session(session)
+            pool.session_destroy(session)
     return status, last
 
 

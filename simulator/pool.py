@@ -151,7 +151,7 @@ class Pool(SmRegistry, DriverCalls):
                 self.db.delete("PBD", pbd)
             self.db.delete("SR", sr)
             raise
-        final = self.db.get("PBD", self._pbd_of(sr, host))["device_config"]
+        final = self.db.get("PBD", self.pbd_of(sr, host))["device_config"]
         final = {k: v for k, v in final.items() if k != "SRmaster"}
         for pbd in pbds:
             self.db.update("PBD", pbd, device_config=final)
