@@ -99,6 +99,13 @@ class DriverCalls:
             raise XapiError("SR_NO_PBDS", [sr])
         return refs[0]
 
+    def device_config_on(self, sr, host):
+        """The device-config xapi gives a driver on ``host`` for ``sr``: its PBD's, with
+        SRmaster first (as xapi puts it), true on the SR's master host."""
+        dc = self.db.get("PBD", self.pbd_of(sr, host))["device_config"]
+        return dict({"SRmaster": "true" if self.sr_master_host(sr) == host else "false"},
+                    **dc)
+
     def call(self, command, host=None, sr=None, vdi=None, args=(), device_config=None,
              **extra_keys):
         """Low-level: send one command as xapi would and return the parsed reply.
@@ -122,8 +129,7 @@ class DriverCalls:
             raise XapiError("SR_UNKNOWN_DRIVER", [""])
         sm = self._sm(sm_type)
         if device_config is None:
-            device_config = dict(self.db.get("PBD", self.pbd_of(sr, host))["device_config"]) \
-                if sr else {}
+            device_config = self.device_config_on(sr, host) if sr else {}
         if "SRmaster" not in device_config:
             is_master = command in ("sr_create", "sr_probe") or (
                 sr is not None and self.sr_master_host(sr) == host)

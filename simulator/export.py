@@ -31,10 +31,8 @@ def _host_for(pool, sr):
 
 def _job(pool, sr, host, **fields):
     sr_rec = pool.sr_record(sr)
-    dc = dict(pool.db.get("PBD", pool.pbd_of(sr, host))["device_config"])
-    dc.setdefault("SRmaster", "true" if pool.sr_master_host(sr) == host else "false")
     job = {"sr_type": sr_rec["type"], "sr_uuid": sr_rec["uuid"], "sr_ref": sr,
-           "device_config": dc, "host_ref": host}
+           "device_config": pool.device_config_on(sr, host), "host_ref": host}
     job.update(fields)
     return job
 

@@ -39,12 +39,11 @@ def _driver_extents(pool, vdi, host):
 
         def hide(self, value):
             pass
-    dc = dict(pool.db.get("PBD", pool.pbd_of(rec["SR"], host))["device_config"])
+    dc = pool.device_config_on(rec["SR"], host)
     config = validate(cls.options, dc, lambda uuid: pool.db.get(
         "secret", pool.db.by_uuid("secret", uuid))["value"])
     state = os.path.join(pool.host_dirs(host)["state"], sr["uuid"])
-    driver = cls(sr["uuid"], config, Context(state, _Log(), pool.sr_master_host(rec["SR"])
-                                             == host))
+    driver = cls(sr["uuid"], config, Context(state, _Log(), dc["SRmaster"] == "true"))
     return driver.extents(rec["location"])
 
 
