@@ -11,7 +11,7 @@ import time
 import pytest
 
 from simulator.errors import XapiError
-from simulator.testkit import driver_context
+from simulator.testkit import driver_context, write_at
 
 MiB = 1024 * 1024
 
@@ -30,12 +30,7 @@ def test_attach_write_through_device_read_back_with_librbd(pool, sr):
     assert dev.startswith("/dev/loop")
     assert info["xenstore_data"]["vdi-uuid"] == uuid
     data = _pattern(2 * MiB, 3)
-    fd = os.open(dev, os.O_RDWR)
-    try:
-        os.pwrite(fd, data, 1 * MiB)
-        os.fsync(fd)
-    finally:
-        os.close(fd)
+    write_at(dev, 1 * MiB, data)
     assert sr.read(uuid, 1 * MiB, 2 * MiB) == data
     pool.vdi_detach(v)
     with sr.image(uuid, read_only=True) as img:
@@ -70,12 +65,7 @@ def test_grow_while_attached(pool, sr):
     assert dev_size() == 4 * MiB
     assert pool.vdi_resize(v, 12 * MiB) == 12 * MiB
     assert dev_size() == 12 * MiB
-    fd = os.open(dev, os.O_RDWR)
-    try:
-        os.pwrite(fd, b"E" * 4096, 12 * MiB - 4096)
-        os.fsync(fd)
-    finally:
-        os.close(fd)
+    write_at(dev, 12 * MiB - 4096, b"E" * 4096)
     assert sr.read(sr.uuid_of(v), 12 * MiB - 4096, 4096) == b"E" * 4096
     pool.vdi_detach(v)
 
@@ -88,10 +78,7 @@ def test_second_host_activation_fails_then_fencing(pool, sr, device_config, clus
     uuid = sr.uuid_of(v)
     host0, host1 = pool.hosts[0], pool.hosts[1]
     dev0 = pool.vdi_attach(v, host=host0, writable=True)["params"]
-    fd = os.open(dev0, os.O_RDWR)
-    os.pwrite(fd, b"0" * 4096, 0)
-    os.fsync(fd)
-    os.close(fd)
+    write_at(dev0, 0, b"0" * 4096)
     lease = json.loads(sr.io.read("srkit.active." + uuid).decode())
     assert lease["host"] == pool.db.get("host", host0)["uuid"]
     assert lease["clients"], lease
@@ -114,10 +101,7 @@ def test_second_host_activation_fails_then_fencing(pool, sr, device_config, clus
     for dp in pool.db.find("datapath", VDI=v, host=host1):
         pool.db.delete("datapath", dp)
     dev1 = pool.vdi_attach(v, host=host1, writable=True)["params"]
-    fd = os.open(dev1, os.O_RDWR)
-    os.pwrite(fd, b"1" * 4096, 0)
-    os.fsync(fd)
-    os.close(fd)
+    write_at(dev1, 0, b"1" * 4096)
     assert sr.read(uuid, 0, 4096) == b"1" * 4096
     # the fenced host's datapath can no longer write: its write fails or never completes
     import subprocess

@@ -9,6 +9,7 @@ import time
 import pytest
 
 from simulator.errors import XapiError
+from simulator.testkit import write_at
 
 MiB = 1024 * 1024
 
@@ -186,10 +187,7 @@ def test_read_write_attach_refused_while_another_host_holds_the_lease(pool, sr):
     uuid = sr.uuid_of(v)
     a, b = pool.hosts[0], pool.hosts[1]
     dev = pool.vdi_attach(v, host=a, writable=True)["params"]
-    fd = os.open(dev, os.O_RDWR)
-    os.pwrite(fd, b"a" * 4096, 0)
-    os.fsync(fd)
-    os.close(fd)
+    write_at(dev, 0, b"a" * 4096)
     state_b = _state_dir(pool, b, sr)
     from drivers.ceph import datapath
     with pytest.raises(XapiError) as e:
@@ -204,12 +202,7 @@ def test_read_write_attach_refused_while_another_host_holds_the_lease(pool, sr):
     with open(dev_b, "rb") as f:
         assert f.read(4096) == b"a" * 4096
     with pytest.raises(OSError):
-        fd = os.open(dev_b, os.O_RDWR)
-        try:
-            os.pwrite(fd, b"b" * 4096, 0)
-            os.fsync(fd)
-        finally:
-            os.close(fd)
+        write_at(dev_b, 0, b"b" * 4096)
     assert sr.read(uuid, 0, 4096) == b"a" * 4096
     pool.call("vdi_detach", vdi=v, host=b)
     pool.vdi_detach(v, host=a)

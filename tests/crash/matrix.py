@@ -19,6 +19,7 @@ import tempfile
 
 from simulator import Pool
 from simulator.errors import XapiError
+from simulator.testkit import write_at
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
@@ -86,12 +87,7 @@ class Scenario(object):
     def write(self, ref, data):
         dev = self.pool.vdi_attach(ref)['params']
         try:
-            fd = os.open(dev, os.O_WRONLY)
-            try:
-                os.pwrite(fd, data, 0)
-                os.fsync(fd)
-            finally:
-                os.close(fd)
+            write_at(dev, 0, data)
         finally:
             self.pool.vdi_detach(ref)
 

@@ -6,7 +6,7 @@ import sys
 
 import pytest
 
-from simulator.testkit import REPO
+from simulator.testkit import REPO, write_at
 
 MiB = 1024 * 1024
 
@@ -18,15 +18,6 @@ def xe(pool, *args):
                           capture_output=True, text=True, env=env, timeout=600)
     assert proc.returncode == 0, proc.stderr
     return proc.stdout.strip()
-
-
-def _write(path, offset, data):
-    fd = os.open(path, os.O_WRONLY)
-    try:
-        os.pwrite(fd, data, offset)
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 @pytest.fixture
@@ -43,7 +34,7 @@ def test_vdi_copy_copies_only_allocated_ranges_and_keeps_names(pool, sr, target)
     uuid = sr.uuid_of(vdi)
     chunks = {0: os.urandom(MiB), 100 * MiB: os.urandom(2 * MiB), 255 * MiB: os.urandom(MiB)}
     for offset, data in chunks.items():
-        _write(sr.mount_file(uuid), offset, data)
+        write_at(sr.mount_file(uuid), offset, data)
     stats = {}
     new = vdi_copy(pool, vdi, target[0], stats)
     rec = pool.vdi_record(new)
@@ -65,7 +56,7 @@ def test_documented_procedure_moves_every_vdi_off_a_gluster_sr(pool, sr, target)
     for i, (name, desc) in enumerate([("web", "root fs"), ("db", "postgres"), ("logs", "")]):
         vdi = pool.vdi_create(sr.ref, (8 + i) * MiB, name_label=name, name_description=desc)
         data = os.urandom(MiB // 2)
-        _write(sr.mount_file(sr.uuid_of(vdi)), i * MiB, data)
+        write_at(sr.mount_file(sr.uuid_of(vdi)), i * MiB, data)
         made[name] = (desc, (8 + i) * MiB, i * MiB, data)
     pool.vdi_snapshot(pool.find("VDI", name_label="web")[0])
     src_uuid, dst_uuid = sr.uuid, pool.sr_record(target[0])["uuid"]
