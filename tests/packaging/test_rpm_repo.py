@@ -229,6 +229,31 @@ def test_removing_a_driver_rewrites_the_dropin_without_it(make_root):
     assert not root.file('/usr/lib/srkit/drivers/ceph').exists()
 
 
+def test_hook_that_cannot_build_the_list_keeps_the_old_one(make_root):
+    """In a root without tr (and sed), the hook refuses: exit 1, the reason on stderr, the
+    drop-in as it was (never `sm-plugins=` with nothing after it), nothing left behind."""
+    root = make_root()
+    root.dnf('install', 'srkit')
+    before = root.file(DROPIN).read_text()
+    assert not root.file('/bin/sed').exists()
+    root.file('/bin/tr').unlink()
+    proc = subprocess.run(['chroot', str(root.path), '/usr/libexec/srkit/sm-plugins'],
+                          capture_output=True, text=True)
+    assert proc.returncode == 1, proc
+    reason = proc.stderr.split('NOT rewriting %s: the sm-plugins list built here lacks' % DROPIN)
+    assert len(reason) == 2, proc.stderr
+    assert reason[1].split(' (')[0].split() == XAPI_DEFAULTS + sorted(
+        d.type for d in drivers_in_tree())
+    assert root.file(DROPIN).read_text() == before
+    # as rpm runs it: removing a driver leaves the old list (a name without a driver is
+    # harmless to xapi) and the transaction goes on
+    log = root.dnf('remove', 'srkit-rbd')
+    assert 'NOT rewriting' in log
+    assert not root.file('/opt/xensource/sm/RBDSR').exists()
+    assert root.file(DROPIN).read_text() == before
+    assert not [p for p in root.tree() if '.srkit-sm-plugins' in p]
+
+
 def test_removing_everything_leaves_nothing_behind(make_root):
     root = make_root()
     root.dnf('install', 'srkit')
