@@ -61,10 +61,6 @@ class SRError(Exception):
         return self.args[0]
 
 
-def fail(name, detail=''):
-    raise SRError(name, detail)
-
-
 def primitive_faults(translate, after=None):
     """Build a driver's `mapped(fault)` decorator for its primitives: an SRError passes
     through, any other exception goes to ``translate(driver, primitive_name, args, exc,

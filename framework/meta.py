@@ -13,7 +13,6 @@ SNAPSHOT_OF = 'snapshot_of'        # the uuid (not the ref) of the snapshotted V
 SNAPSHOT_TIME = 'snapshot_time'
 
 EPOCH = '19700101T00:00:00Z'
-KEYS = (NAME, DESCRIPTION, TYPE, READ_ONLY, IS_SNAPSHOT, SNAPSHOT_OF, SNAPSHOT_TIME)
 VDI_TYPES = ('user', 'system', 'suspend', 'crashdump', 'ha_statefile', 'metadata',
              'redo_log', 'rrd', 'pvs_cache', 'ephemeral')
 

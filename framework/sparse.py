@@ -39,23 +39,9 @@ def data_extents(fd, size=None):
     return extents
 
 
-def clone_file(src, dst):
-    """Copy ``src`` to a new file ``dst``; return 'reflink', 'copy-range' or 'sparse-copy'."""
-    fd = os.open(dst, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
-    try:
-        return clone_into(src, fd)
-    except BaseException:
-        os.close(fd)
-        fd = None
-        os.unlink(dst)
-        raise
-    finally:
-        if fd is not None:
-            os.close(fd)
-
-
 def clone_into(src, fd):
-    """Copy ``src`` into the open, empty file ``fd``; return how, as ``clone_file``.
+    """Copy ``src`` into the open, empty file ``fd``; return how: 'reflink',
+    'copy-range' or 'sparse-copy'.
 
     For callers that must hold the destination open (and locked) while it fills."""
     with open(src, 'rb') as fin:

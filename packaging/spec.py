@@ -1,12 +1,15 @@
 """srkit's RPM spec, generated from two tables: drivers.tsv (one line per driver) and
-tools.tsv (the files of the `srkit` command on a host). srkit.spec.in holds the parts
+tools.tsv (the files of the `srkit` command on a host), plus what each driver needs, which
+the runtime's registry says (framework/registry.py NEEDS). srkit.spec.in holds the parts
 that do not depend on them (framework, meta package, scriptlets' shape).
 """
 import collections
 import os
+import sys
 import time
 
 HERE = os.path.dirname(os.path.abspath(__file__))
+TREE = os.path.dirname(HERE)
 SRKIT_LIB = '/usr/lib/srkit'
 SM_DIR = '/opt/xensource/sm'
 MARKERS = SRKIT_LIB + '/sm-plugins.d'
@@ -28,11 +31,30 @@ def _rows(path, min_fields, max_split):
             yield lineno, fields
 
 
-def read_drivers(path=os.path.join(HERE, 'drivers.tsv')):
+def runtime_registry():
+    """framework.registry of this source tree (never of another checkout on sys.path)."""
+    sys.path.insert(0, TREE)
+    try:
+        from framework import registry
+    finally:
+        sys.path.remove(TREE)
+    mine = os.path.join(os.path.realpath(TREE), 'framework', '')
+    if not os.path.realpath(registry.__file__).startswith(mine):
+        raise ImportError('framework.registry comes from %s, not from %s'
+                          % (registry.__file__, TREE))
+    return registry
+
+
+def read_drivers(path=os.path.join(HERE, 'drivers.tsv'), registry=None):
+    """The table's drivers, each with the RPM requirements the registry's NEEDS give it."""
+    registry = registry or runtime_registry()
     drivers, seen = [], set()
     for lineno, fields in _rows(path, 4, 4):
-        sr_type, package, modules, sm = fields[:4]
         where = '%s:%d' % (path, lineno)
+        if len(fields) > 4:
+            raise ValueError('%s: a driver is four fields; what it needs is written in '
+                             'framework/registry.py (NEEDS), not here' % where)
+        sr_type, package, modules, sm = fields
         # xapi derives the SR type from the file name, not from the driver's own info
         if not sm.endswith('SR') or sm[:-2].lower() != sr_type:
             raise ValueError('%s: %s would register SR type %r, not %r'
@@ -45,8 +67,8 @@ def read_drivers(path=os.path.join(HERE, 'drivers.tsv')):
             if key in seen:
                 raise ValueError('%s: duplicate %s %r' % (where, key[0], key[1]))
             seen.add(key)
-        requires = [r.strip() for r in fields[4].split(',')] if len(fields) > 4 else []
-        drivers.append(Driver(sr_type, package, modules, sm, [r for r in requires if r]))
+        requires = [n[1] for n in registry.needs(sr_type, registry.REQUIRED)]
+        drivers.append(Driver(sr_type, package, modules, sm, requires))
     return drivers
 
 

@@ -85,10 +85,6 @@ class Pool(SmRegistry, DriverCalls):
     def master(self):
         return self.db.get("pool", self.db.refs("pool")[0])["master"]
 
-    @property
-    def pool_ref(self):
-        return self.db.refs("pool")[0]
-
     def host_dirs(self, host):
         base = os.path.join(self.path, "hosts", self.db.get("host", host)["uuid"][:8])
         dirs = {"lock": os.path.join(base, "lock"), "state": os.path.join(base, "state")}

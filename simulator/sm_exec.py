@@ -22,7 +22,6 @@ Reply (§1.6, §3): exit status first (non-zero → ``SR_BACKEND_FAILURE
 (failure → ``SR_BACKEND_FAILURE [exn; stdout; stderr]``), faults mapped as in
 §3.4, then the value checked against the command's reply shape (§3.1, §3.2).
 """
-import os
 import subprocess
 import time
 import uuid as uuidlib
@@ -276,7 +275,3 @@ def parse_driver_info(info):
                 required_api_version=out["required_api_version"],
                 capabilities=sorted(features), features=features,
                 configuration={c["key"]: c["description"] for c in conf})
-
-
-def cmd_name(sm_dir, driver):
-    return os.path.join(sm_dir, "%sSR" % driver)

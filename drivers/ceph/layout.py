@@ -48,7 +48,6 @@ IMAGE = 'image'
 SNAP = 'snap'
 
 LEGACY_POOL_PREFIX = 'RBD_XenStorage-'   # RBDSR v1: one pool per SR
-LEGACY_IMAGE_PREFIX = 'VHD-'
 
 
 def namespace_of(sr_uuid, config):

@@ -15,7 +15,6 @@ from framework.options import Option
 from drivers.s3 import connection, layout, manifest
 
 PHYSICAL_SIZE = 2 ** 50   # S3 has no capacity to report: a nominal 1 PiB (docs/s3.md)
-LIST_WORKERS = 8
 
 
 def _translate(driver, name, args, e, fault):

@@ -31,15 +31,6 @@ def manifests(root):
     return root + VDI_DIR
 
 
-def uuid_of_manifest(root, key):
-    """The VDI uuid a manifest key names, or None for anything else."""
-    base = manifests(root)
-    if not key.startswith(base) or not key.endswith(VDI_SUFFIX):
-        return None
-    name = key[len(base):-len(VDI_SUFFIX)]
-    return name if len(name) == 36 and '/' not in name else None
-
-
 def chunk(root, digest):
     return root + CHUNK_DIR + digest
 

@@ -188,13 +188,6 @@ class Bench:
         else:
             self.pool.db.delete("VDI", vdi)
 
-    def vdis_by_name(self, sr):
-        out = {}
-        for rec in self.pool.records("VDI"):
-            if rec["SR"] == sr:
-                out.setdefault(rec["name_label"], []).append(rec)
-        return out
-
     def cleanup(self):
         """Best effort: leave no attached device and no SR behind on the backend."""
         pool = self.pool

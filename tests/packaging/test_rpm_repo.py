@@ -12,6 +12,8 @@ from rpm_helpers import REPO, XAPI_DEFAULTS, build, local_repo, run, xapi_core
 sys.path.insert(0, os.path.join(REPO, 'packaging'))
 import spec  # noqa: E402
 
+registry = spec.runtime_registry()
+
 DROPIN = '/etc/xapi.conf.d/99-srkit.conf'
 # rpmlib features EL7's rpm 4.11 knows (no PayloadIsZstd)
 EL7_RPMLIB = {'CompressedFileNames', 'FileDigests', 'PayloadFilesHavePrefix', 'PayloadIsXz',
@@ -67,6 +69,17 @@ def test_repo_holds_every_package_signed_metadata_and_a_repo_file(built):
     for d in spec.read_drivers():
         if d not in drivers_in_tree():
             assert 'skipping driver %s' % d.type in log
+
+
+def test_each_driver_rpm_requires_what_the_registry_says_it_needs(built):
+    out, _ = built
+    for d in drivers_in_tree():
+        (path,) = [r for r in rpms(out) if qp('%{NAME}', r) == 'srkit-' + d.package]
+        requires = {line.split()[0] for line in run(
+            ['rpm', '-qp', '--nosignature', '--requires', path]).splitlines()}
+        # less srkit's own packages, rpm's features and the interpreters of the scripts
+        outside = {r for r in requires if not r.startswith(('srkit', 'rpmlib(', '/'))}
+        assert outside == {n[1] for n in registry.needs(d.type, registry.REQUIRED)}, d.type
 
 
 def test_payloads_are_ones_el7_rpm_reads(built):
@@ -216,6 +229,31 @@ def test_removing_a_driver_rewrites_the_dropin_without_it(make_root):
     assert not root.file('/usr/lib/srkit/drivers/ceph').exists()
 
 
+def test_hook_that_cannot_build_the_list_keeps_the_old_one(make_root):
+    """In a root without tr (and sed), the hook refuses: exit 1, the reason on stderr, the
+    drop-in as it was (never `sm-plugins=` with nothing after it), nothing left behind."""
+    root = make_root()
+    root.dnf('install', 'srkit')
+    before = root.file(DROPIN).read_text()
+    assert not root.file('/bin/sed').exists()
+    root.file('/bin/tr').unlink()
+    proc = subprocess.run(['chroot', str(root.path), '/usr/libexec/srkit/sm-plugins'],
+                          capture_output=True, text=True)
+    assert proc.returncode == 1, proc
+    reason = proc.stderr.split('NOT rewriting %s: the sm-plugins list built here lacks' % DROPIN)
+    assert len(reason) == 2, proc.stderr
+    assert reason[1].split(' (')[0].split() == XAPI_DEFAULTS + sorted(
+        d.type for d in drivers_in_tree())
+    assert root.file(DROPIN).read_text() == before
+    # as rpm runs it: removing a driver leaves the old list (a name without a driver is
+    # harmless to xapi) and the transaction goes on
+    log = root.dnf('remove', 'srkit-rbd')
+    assert 'NOT rewriting' in log
+    assert not root.file('/opt/xensource/sm/RBDSR').exists()
+    assert root.file(DROPIN).read_text() == before
+    assert not [p for p in root.tree() if '.srkit-sm-plugins' in p]
+
+
 def test_removing_everything_leaves_nothing_behind(make_root):
     root = make_root()
     root.dnf('install', 'srkit')
@@ -282,13 +320,35 @@ def test_files_run_on_a_host_are_python36(tmp_path):
 
 def test_declared_driver_not_in_tree_is_skipped_with_a_message(tmp_path):
     table = tmp_path / 'drivers.tsv'
-    table.write_text('local local drivers/local LocalSR util-linux\n'
-                     'nope  nope  drivers/nope  NopeSR  python36-nope, nope-utils >= 2\n')
+    table.write_text('local local drivers/local LocalSR\n'
+                     'nope  nope  drivers/nope  NopeSR\n')
     said = []
     drivers, _ = spec.present(REPO, spec.read_drivers(str(table)), [], said.append)
     assert [d.type for d in drivers] == ['local']
     assert said and 'nope' in said[0] and 'drivers/nope' in said[0]
-    assert spec.read_drivers(str(table))[1].requires == ['python36-nope', 'nope-utils >= 2']
+
+
+def test_requires_come_from_the_registry_not_the_table(tmp_path):
+    table = tmp_path / 'drivers.tsv'
+    table.write_text('rbd rbd drivers/ceph RBDSR\n')
+    (rbd,) = spec.read_drivers(str(table))
+    assert rbd.requires == [n[1] for n in registry.needs('rbd', registry.REQUIRED)]
+    assert 'rbd-nbd' in rbd.requires and 'rbd-fuse' not in rbd.requires  # optional: no Requires
+    table.write_text('rbd rbd drivers/ceph RBDSR python36-rados\n')  # the old fifth column
+    with pytest.raises(ValueError, match='framework/registry.py'):
+        spec.read_drivers(str(table))
+
+
+def test_table_and_registry_name_the_same_drivers():
+    """A driver in one and not the other, or a NEEDS line whose type is misspelt (its package
+    would silently be no RPM's Requires), fails here."""
+    types = {d.type for d in spec.read_drivers()}
+    assert types == set(registry.DRIVERS)
+    assert {n[0] for n in registry.NEEDS} <= types
+    assert {n[2] for n in registry.NEEDS} <= {registry.REQUIRED, registry.OPTIONAL}
+    for sr_type in types:
+        for n in registry.needs(sr_type):
+            assert registry.package_for(sr_type, n[3]) == n[1]
 
 
 def test_a_driver_is_one_line_of_the_table(tmp_path):
@@ -306,6 +366,6 @@ def test_a_driver_is_one_line_of_the_table(tmp_path):
 
 def test_table_rejects_an_executable_that_registers_another_type(tmp_path):
     table = tmp_path / 'drivers.tsv'
-    table.write_text('zfs zfs drivers/zfs ZFSVolSR zfs\n')
+    table.write_text('zfs zfs drivers/zfs ZFSVolSR\n')
     with pytest.raises(ValueError, match="'zfsvol'"):
         spec.read_drivers(str(table))

@@ -48,14 +48,14 @@ def test_late_import_error_is_47_naming_the_module(local, tmp_path):
 
 
 def test_rbd_without_python3_rados_is_47_with_the_install_hint(local, tmp_path):
-    from framework.registry import DRIVERS
-    hint = DRIVERS['rbd'][1]
+    from framework.registry import install_hint, package_for
+    hint = install_hint('rbd')
     path = launcher(tmp_path, 'rbd', blocked=('rados', 'rbd'))
     doc = local.document('sr_probe', device_config={
         'SRmaster': 'true', 'monitors': '127.0.0.1:1', 'key': 'AQ' + 'A' * 38})
     value, fault = checked(*local.pool.run_raw(path, doc))
     assert fault is not None and fault[0] == 47, (value, fault)
-    assert hint in fault[1] and 'rados' in fault[1]
+    assert hint in fault[1] and package_for('rbd', 'rados') in fault[1]
 
 
 def test_driver_info_needs_no_backend_library(local, tmp_path):
