@@ -41,11 +41,9 @@ class Host(object):
     """What this host's xapi says about SRs and VDIs."""
 
     def __init__(self):
-        from framework.xapi import DEFAULT_SOCKET, _session
-        self.session = _session(os.environ.get('SRKIT_XAPI_SOCKET') or DEFAULT_SOCKET, None, '')
-        self.session.xenapi.login_with_password('root', '', '1.0', 'srkit')
-        self.api = self.session.xenapi
-        self.ref = self.session._session
+        from framework.xapi import local_api
+        self.api = local_api()
+        self.ref = self.api.session.login_with_password('root', '', '1.0', 'srkit')
         self.host = self.api.session.get_this_host(self.ref)
 
     def close(self):
