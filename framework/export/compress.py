@@ -58,15 +58,19 @@ def _module():
     choice = os.environ.get('SRKIT_ZSTD') or 'auto'
     if choice == 'cli':
         return None
-    if choice == 'auto':
-        import shutil
-        if shutil.which('zstd'):
-            return None
+    if choice == 'auto' and _on_path('zstd'):
+        return None
     try:
         import zstandard
         return zstandard
     except ImportError:
         return None
+
+
+def _on_path(name):
+    # what shutil.which does, without importing shutil (and fnmatch) for one lookup
+    return any(os.access(os.path.join(d, name), os.X_OK)
+               for d in (os.environ.get('PATH') or os.defpath).split(os.pathsep) if d)
 
 
 def backend():

@@ -53,8 +53,13 @@ class Host(object):
             pass
 
     def vdi(self, uuid):
-        ref = self.api.VDI.get_by_uuid(uuid)
-        return ref, self.api.VDI.get_record(ref)
+        """(ref, record) of VDI ``uuid``, in one call."""
+        from framework.values import check_uuid
+        found = self.api.VDI.get_all_records_where('field "uuid" = "%s"'
+                                                   % check_uuid(uuid, 'VDI uuid'))
+        if not found:
+            raise SRError('VDIMissing', 'no VDI with uuid %s' % uuid)
+        return list(found.items())[0]
 
     def job(self, sr_ref, **fields):
         """The runner's job for SR ``sr_ref`` as this host's PBD sees it."""
@@ -68,8 +73,9 @@ class Host(object):
             raise SRError('SRUnavailable', 'SR %s is not plugged on this host' % sr['uuid'])
         dc = dict(pbd['device_config'])
         if 'SRmaster' not in dc:   # as xapi adds it to every SM call
-            master = self.api.pool.get_master(self.api.pool.get_all()[0])
-            dc['SRmaster'] = 'true' if (master == self.host or not sr['shared']) else 'false'
+            master = self.host if not sr['shared'] else \
+                list(self.api.pool.get_all_records().values())[0]['master']
+            dc['SRmaster'] = 'true' if master == self.host else 'false'
         job = {'sr_type': sr['type'], 'sr_uuid': sr['uuid'], 'sr_ref': sr_ref,
                'device_config': dc, 'host_ref': self.host, 'session_ref': self.ref}
         job.update(fields)
