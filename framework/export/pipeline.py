@@ -224,7 +224,8 @@ def export_vdi(inv, location, out_fd, fmt, compression='zstd', base=None, sideca
             extents = driver.extents(location)
         else:
             extents = [(0, size)]
-        runs = align(extents, max(module.UNIT, raw.UNIT), size)
+        # in the format's own unit: a 4 KiB change of a qcow2 delta reads one 64 KiB cluster
+        runs = align(extents, module.UNIT, size)
         data_bytes = sum(length for _, length in runs)
         head = container.header(fmt, size, inv.vdi_uuid or location, base[0] if base else '',
                                 'zstd' if kind == 'zstd' else 'none',
