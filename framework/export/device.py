@@ -71,18 +71,6 @@ class Device(object):
             done += got
         return view
 
-    def pread(self, offset, length):
-        """Exactly ``length`` bytes at ``offset`` (an error if the device is shorter)."""
-        if self.buf is None:
-            self.buf = buffer()
-        out = []
-        while length > 0:
-            n = min(length, BUFFER)
-            out.append(bytes(self.read_into(offset, memoryview(self.buf)[:n])))
-            offset += n
-            length -= n
-        return b''.join(out)
-
     def write_buffer(self, offset, buf, length):
         """Write the first ``length`` bytes of ``buf`` (from ``buffer()``) at ``offset``."""
         view = memoryview(buf)[:length]
