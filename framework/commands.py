@@ -356,6 +356,4 @@ def dispatch(request, driver_cls, log):
     if command not in NO_SESSION and handler is not _unimplemented:
         if not request.get('session_ref'):
             raise SRError('BadRequest', '%s needs session_ref' % command)
-        from framework.xapi import prefetch
-        prefetch()
     return handler(Invocation(request, driver_cls, log))

@@ -7,7 +7,6 @@ with copy_file_range first (the filesystem copies on its own side: a network
 filesystem's server, never through this host) and read/write as the fallback.
 """
 
-import ctypes
 import errno
 import fcntl
 import os
@@ -85,6 +84,7 @@ def _copy_file_range(fin, fout, length, offset):
     nr = SYS_COPY_FILE_RANGE.get(os.uname()[4])
     if nr is None:
         raise OSError(errno.ENOSYS, 'copy_file_range: unknown syscall number')
+    import ctypes   # only here: its import costs more than a small command's own work
     libc = ctypes.CDLL(None, use_errno=True)
     off_in, off_out = ctypes.c_longlong(offset), ctypes.c_longlong(offset)
     done = libc.syscall(nr, ctypes.c_int(fin), ctypes.byref(off_in), ctypes.c_int(fout),

@@ -1,4 +1,5 @@
-"""XML-RPC as xapi speaks it to SM drivers: the only module that knows the wire format.
+"""XML-RPC as xapi speaks it to SM drivers (and answers their callbacks): the only
+module that knows the wire format.
 
 Decoding uses pyexpat directly rather than ``xmlrpc.client``: every xapi call is a
 fresh process and importing xmlrpc.client (http.client, email, ...) costs more
@@ -42,22 +43,28 @@ _CONTAINERS = ('struct', 'array', 'data', 'member', 'name', 'value',
 
 
 class _Decoder(object):
-    """Turns an XML-RPC methodCall into (method_name, [params])."""
+    """Turns an XML-RPC methodCall into (method_name, [params]); with
+    ``root='methodResponse'``, a reply into [value] (``fault`` set for a fault)."""
 
-    def __init__(self):
+    def __init__(self, root='methodCall'):
         self.stack = []       # open values: lists of [kind, payload]
         self.text = []
         self.method = None
         self.params = []
         self.member_names = []
         self.seen_root = False
+        self.root = root
+        self.fault = False
 
     def start(self, tag, attrs):
         if not self.seen_root:
-            if tag != 'methodCall':
-                raise ValueError('root element is <%s>, expected <methodCall>' % tag)
+            if tag != self.root:
+                raise ValueError('root element is <%s>, expected <%s>' % (tag, self.root))
             self.seen_root = True
-        if tag not in _SCALARS and tag not in _CONTAINERS:
+        elif tag == 'fault' and self.root == 'methodResponse':
+            self.fault = True
+            return
+        if tag not in _SCALARS and tag not in _CONTAINERS and tag != self.root:
             raise ValueError('unexpected element <%s>' % tag)
         self.text = []
         if tag == 'value':
@@ -137,6 +144,28 @@ def decode_call(document):
     if not decoder.method:
         raise SRError('BadRequest', 'request has no methodName')
     return decoder.method, decoder.params
+
+
+def decode_response(body):
+    """The value of one methodResponse (bytes); a fault raises ``Fault``."""
+    decoder = _Decoder('methodResponse')
+    parser = xml.parsers.expat.ParserCreate()
+    parser.StartElementHandler = decoder.start
+    parser.EndElementHandler = decoder.end
+    parser.CharacterDataHandler = decoder.chars
+    parser.Parse(body, True)
+    if len(decoder.params) != 1:
+        raise ValueError('a methodResponse with %d values' % len(decoder.params))
+    value = decoder.params[0]
+    if decoder.fault:
+        raise Fault(value.get('faultCode'), value.get('faultString'))
+    return value
+
+
+class Fault(Exception):
+    def __init__(self, code, text):
+        Exception.__init__(self, code, text)
+        self.code, self.text = code, text
 
 
 def _has_illegal_chars(document):

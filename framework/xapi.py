@@ -1,9 +1,12 @@
 """Callbacks into xapi through the session xapi handed to this invocation.
 
-The only module that imports XenAPI, and only when a command needs a callback.
-On a host it connects exactly as ``XenAPI.xapi_local()`` does (the local
-socket /var/lib/xcp/xapi); SRKIT_XAPI_SOCKET points it elsewhere (the host
-simulator). int64 values travel as decimal strings, as XenAPI requires.
+XenAPI's own client (XenAPI.py on xmlrpc.client, http.client and email) costs
+~30 ms to import: as much as the rest of a ``vdi_create``. A callback is one
+XML-RPC POST on a local UNIX socket, so this module speaks it itself with
+``framework.wire``'s encoder and decoder over a raw socket, the way
+``XenAPI.xapi_local()`` connects (/var/lib/xcp/xapi; SRKIT_XAPI_SOCKET points it
+elsewhere, e.g. the host simulator): HTTP/1.1 keep-alive, one connection per
+process. int64 values travel as decimal strings, as XenAPI requires.
 """
 
 import os
@@ -16,64 +19,159 @@ NULL_REF = 'OpaqueRef:NULL'
 DEFAULT_SOCKET = '/var/lib/xcp/xapi'
 
 
-def prefetch():
-    """Start importing XenAPI in the background (it costs ~25 ms).
+class Failure(Exception):
+    """A XenAPI failure: ``details`` is xapi's ErrorDescription list."""
 
-    Commands call back into xapi only after backend work that mostly waits on
-    the network with the GIL released (librados, subprocesses); the import
-    overlaps that wait instead of adding to it. The first real use simply
-    joins the import through Python's import lock.
-    """
-    global _prefetching
-    import threading
+    def __init__(self, details):
+        Exception.__init__(self, details)
+        self.details = details
 
-    def load():
+    def __str__(self):
+        return str(self.details)
+
+
+class Connection(object):
+    """XML-RPC calls on xapi's UNIX socket (``call('VDI.get_uuid', session, ref)``)."""
+
+    def __init__(self, socket_path, subtask_of=''):
+        self.path = socket_path
+        self.headers = 'Subtask-of: %s\r\n' % subtask_of if subtask_of else ''
+        self.sock = None
+        self.buf = b''
+
+    def call(self, method, *params):
+        from framework import wire
+        body = wire.encode_call(method, params).encode('utf-8')
+        request = ('POST / HTTP/1.1\r\nHost: _var_lib_xcp_xapi\r\nContent-Type: text/xml\r\n'
+                   'User-Agent: srkit\r\n%sContent-Length: %d\r\n\r\n'
+                   % (self.headers, len(body))).encode('ascii') + body
+        for attempt in (1, 2):
+            reused = self.sock is not None
+            try:
+                if not reused:
+                    self._connect()
+                self.sock.sendall(request)
+                reply = self._response()
+                break
+            except (OSError, EOFError):
+                self.close()
+                # an idle keep-alive connection the server closed: once more on a new
+                # one, as xmlrpc.client's transport does
+                if not reused or attempt == 2:
+                    raise
         try:
-            import XenAPI  # noqa: F401
-        except Exception:  # reported properly by the first real call
-            pass
-    _prefetching = threading.Thread(target=load, name='xenapi-prefetch')
-    _prefetching.daemon = True
-    _prefetching.start()
+            result = wire.decode_response(reply)
+        except wire.Fault as e:
+            raise Failure(['XMLRPC_FAULT', str(e.code), str(e.text)])
+        if not isinstance(result, dict) or result.get('Status') not in ('Success', 'Failure'):
+            raise Failure(['XMLRPC_BAD_REPLY', repr(result)[:200]])
+        if result['Status'] == 'Failure':
+            raise Failure(result.get('ErrorDescription') or [])
+        return result.get('Value')
+
+    def _connect(self):
+        # _socket, not socket: the socket module's enums cost a few ms per process
+        import _socket
+        self.sock = _socket.socket(_socket.AF_UNIX, _socket.SOCK_STREAM)
+        self.sock.connect(self.path)
+        self.buf = b''
+
+    def _recv(self):
+        data = self.sock.recv(65536)
+        if not data:
+            raise EOFError('xapi closed the connection')
+        self.buf += data
+
+    def _line(self):
+        while b'\r\n' not in self.buf:
+            self._recv()
+        line, self.buf = self.buf.split(b'\r\n', 1)
+        return line
+
+    def _take(self, n):
+        while len(self.buf) < n:
+            self._recv()
+        data, self.buf = self.buf[:n], self.buf[n:]
+        return data
+
+    def _response(self):
+        status = self._line().split(None, 2)
+        headers = {}
+        while True:
+            line = self._line()
+            if not line:
+                break
+            key, _, value = line.partition(b':')
+            headers[key.strip().lower()] = value.strip().lower()
+        if len(status) < 2 or status[1] != b'200':
+            raise Failure(['HTTP_ERROR', b' '.join(status).decode('latin-1')])
+        if headers.get(b'transfer-encoding') == b'chunked':
+            parts = []
+            while True:
+                size = int(self._line().split(b';')[0], 16)
+                if not size:
+                    while self._line():   # trailers
+                        pass
+                    break
+                parts.append(self._take(size))
+                self._take(2)
+            body = b''.join(parts)
+        elif b'content-length' in headers:
+            body = self._take(int(headers[b'content-length']))
+        else:   # the body runs to the end of the connection
+            try:
+                while True:
+                    self._recv()
+            except EOFError:
+                pass
+            body, self.buf = self.buf, b''
+            headers[b'connection'] = b'close'
+        if headers.get(b'connection') == b'close' or status[0] == b'HTTP/1.0':
+            self.close()
+        return body
+
+    def close(self):
+        if self.sock is not None:
+            try:
+                self.sock.close()
+            except OSError:
+                pass
+            self.sock = None
 
 
-_prefetching = None
+class Api(object):
+    """``api.VDI.get_record(ref)``: XenAPI's call style on a ``Connection``, with
+    the session put first (``session.login_with_password`` sets it)."""
+
+    def __init__(self, connection, session_ref=None, _name=''):
+        self._connection = connection
+        self._ref = [session_ref]
+        self._name = _name
+
+    def __getattr__(self, part):
+        if part.startswith('_'):
+            raise AttributeError(part)
+        child = Api(self._connection, None, '%s.%s' % (self._name, part) if self._name
+                    else part)
+        child._ref = self._ref
+        return child
+
+    @property
+    def session_ref(self):
+        return self._ref[0]
+
+    def __call__(self, *args):
+        if self._name in ('session.login_with_password',
+                          'session.slave_local_login_with_password'):
+            self._ref[0] = self._connection.call(self._name, *args)
+            return self._ref[0]
+        return self._connection.call(self._name, self._ref[0], *args)
 
 
-def join_prefetch(timeout=10):
-    """Wait for the background XenAPI import. A driver calls this before importing
-    a library that resolves modules through six's meta-path importer (urllib3 1.26
-    as Debian ships it, hence boto3): that importer deadlocks against a concurrent
-    import of http.client in the prefetch thread."""
-    if _prefetching is not None:
-        _prefetching.join(timeout)
-
-
-def _session(socket_path, session_ref, subtask_of):
-    import socket
-    import XenAPI
-
-    class Connection(XenAPI.UDSHTTPConnection):
-        def connect(self):
-            self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-            self.sock.connect(socket_path)
-
-    class Transport(XenAPI.UDSTransport):
-        """xapi_local()'s transport, with an explicit socket and the task header."""
-
-        def make_connection(self, host):
-            XenAPI.UDSTransport.make_connection(self, host)  # resets the extra headers
-            if subtask_of:
-                # sm forwards the task so xapi attributes our calls to it
-                self.add_extra_header('Subtask-of', subtask_of)
-            if not isinstance(self._connection[1], Connection):
-                self._connection = host, Connection(host)
-            return self._connection[1]
-
-    # the same URL as XenAPI.xapi_local(); the socket comes from Connection
-    session = XenAPI.Session('http://_var_lib_xcp_xapi/', transport=Transport())
-    session._session = session_ref
-    return session
+def local_api(session_ref=None, subtask_of=''):
+    """An ``Api`` on this host's xapi socket."""
+    return Api(Connection(os.environ.get('SRKIT_XAPI_SOCKET') or DEFAULT_SOCKET, subtask_of),
+               session_ref)
 
 
 class Xapi(object):
@@ -94,8 +192,7 @@ class Xapi(object):
             raise SRError('APISession', 'no xapi session for %s' % name)
         try:
             if self._api is None:
-                self._api = _session(os.environ.get('SRKIT_XAPI_SOCKET') or DEFAULT_SOCKET,
-                                     self.session_ref, self.subtask_of).xenapi
+                self._api = local_api(self.session_ref, self.subtask_of)
             method = self._api
             for part in name.split('.'):
                 method = getattr(method, part)

@@ -294,15 +294,27 @@ class RBDDriver(SRMixin, ScanMixin, IndexMixin, ReclaimMixin, LeaseMixin, Attach
 
     @staticmethod
     def _diff(img, from_snap, size):
-        extents = []
-
-        def cb(offset, length, exists):
-            if exists:
-                if extents and extents[-1][0] + extents[-1][1] == offset:
-                    extents[-1] = (extents[-1][0], extents[-1][1] + length)
-                else:
-                    extents.append((offset, length))
-            return 0
-        img.diff_iterate(0, size, from_snap, cb, include_parent=True, whole_object=True)
+        """Extents written since ``from_snap`` (None: allocated ones), by fast-diff (the
+        object map, no I/O) in whole objects. Since a snapshot they are then made
+        exact: a byte-exact diff (one list-snaps per object) of the changed objects
+        only. Whole objects alone made a delta of 1 MiB writes read 4x the changed
+        bytes; exact diffs alone cost a request for every object of the image."""
+        def collect(into):
+            def cb(offset, length, exists):
+                if exists:
+                    if into and into[-1][0] + into[-1][1] == offset:
+                        into[-1] = (into[-1][0], into[-1][1] + length)
+                    else:
+                        into.append((offset, length))
+                return 0
+            return cb
+        objects, extents = [], []
+        img.diff_iterate(0, size, from_snap, collect(objects), include_parent=True,
+                         whole_object=True)
+        if from_snap is None:
+            return objects
+        for offset, length in objects:
+            img.diff_iterate(offset, length, from_snap, collect(extents), include_parent=True,
+                             whole_object=False)
         return extents
 

@@ -68,8 +68,6 @@ def client_settings(config):
 
 
 def make_client(config):
-    from framework.xapi import join_prefetch
-    join_prefetch()
     import boto3
     from botocore.config import Config
     verify = config.get('ca_bundle') or (config.get('verify_tls') != 'false')

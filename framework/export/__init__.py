@@ -5,7 +5,9 @@
   format reader's output into a VDI; the VDI lock is held throughout.
 - ``raw``, ``vhd``, ``qcow2``: one streaming writer and reader per image format.
 - ``compress`` / ``instream``: zstd (the CLI, or python-zstandard multi-threaded)
-  for the writing and the reading end; the reading end detects the compression.
+  for the writing and the reading end; ``compress`` owns the framing (skippable
+  metadata frames, ready-made frames for runs of zeros); the reading end detects
+  the compression. ``device``: O_DIRECT reads and batched writes of the device.
 - ``container``: srkit's metadata (header, digest trailer) in zstd skippable
   frames that ``zstd -d`` and qemu-img never see, and the content digest.
 - ``runner``: the process entry point (``python3 -m framework.export JOB``) that

@@ -41,11 +41,9 @@ class Host(object):
     """What this host's xapi says about SRs and VDIs."""
 
     def __init__(self):
-        from framework.xapi import DEFAULT_SOCKET, _session
-        self.session = _session(os.environ.get('SRKIT_XAPI_SOCKET') or DEFAULT_SOCKET, None, '')
-        self.session.xenapi.login_with_password('root', '', '1.0', 'srkit')
-        self.api = self.session.xenapi
-        self.ref = self.session._session
+        from framework.xapi import local_api
+        self.api = local_api()
+        self.ref = self.api.session.login_with_password('root', '', '1.0', 'srkit')
         self.host = self.api.session.get_this_host(self.ref)
 
     def close(self):
@@ -55,8 +53,13 @@ class Host(object):
             pass
 
     def vdi(self, uuid):
-        ref = self.api.VDI.get_by_uuid(uuid)
-        return ref, self.api.VDI.get_record(ref)
+        """(ref, record) of VDI ``uuid``, in one call."""
+        from framework.values import check_uuid
+        found = self.api.VDI.get_all_records_where('field "uuid" = "%s"'
+                                                   % check_uuid(uuid, 'VDI uuid'))
+        if not found:
+            raise SRError('VDIMissing', 'no VDI with uuid %s' % uuid)
+        return list(found.items())[0]
 
     def job(self, sr_ref, **fields):
         """The runner's job for SR ``sr_ref`` as this host's PBD sees it."""
@@ -70,8 +73,9 @@ class Host(object):
             raise SRError('SRUnavailable', 'SR %s is not plugged on this host' % sr['uuid'])
         dc = dict(pbd['device_config'])
         if 'SRmaster' not in dc:   # as xapi adds it to every SM call
-            master = self.api.pool.get_master(self.api.pool.get_all()[0])
-            dc['SRmaster'] = 'true' if (master == self.host or not sr['shared']) else 'false'
+            master = self.host if not sr['shared'] else \
+                list(self.api.pool.get_all_records().values())[0]['master']
+            dc['SRmaster'] = 'true' if master == self.host else 'false'
         job = {'sr_type': sr['type'], 'sr_uuid': sr['uuid'], 'sr_ref': sr_ref,
                'device_config': dc, 'host_ref': self.host, 'session_ref': self.ref}
         job.update(fields)

@@ -1,7 +1,8 @@
 """The reading end: detect compression, decompress, collect srkit's metadata frames.
 
 ``open_input(fd)`` returns a ``Source``: ``read(n)`` gives decompressed image
-bytes (fewer only at the end), ``header``/``trailer`` the srkit records found
+bytes (fewer only at the end), ``pieces()`` lends them without copying,
+``header``/``trailer`` the srkit records found
 (None for a bare file from another tool), ``finish()`` raises on a zstd error.
 
 The header frame comes first and is parsed here; the data frames go to
@@ -20,7 +21,9 @@ from framework.errors import SRError
 from framework.export import compress, container
 
 READ_SIZE = 4 * 1024 * 1024
-PIECE = 1024 * 1024          # decompressed bytes per step: big enough, still cheap to allocate
+# decompressed bytes per step: few enough steps that a busy machine's scheduler is not
+# asked to switch threads for every 128 KiB zstd writes; a raw image is read in these
+PIECE = 4 * 1024 * 1024
 TAIL = 64 * 1024
 
 
@@ -55,6 +58,10 @@ class _RawInput(object):
 
 
 class Source(object):
+    """Decompressed bytes, made by a thread into a few reused page-aligned buffers of
+    PIECE bytes while the caller writes the previous ones out. ``pieces()`` lends
+    views of them (valid until the next one is asked for); ``read(n)`` copies."""
+
     def __init__(self):
         self.pending = b''         # bytes pushed back (format detection peeks)
         self.pos = 0               # offset in the decompressed image of the next byte
@@ -63,34 +70,65 @@ class Source(object):
         self.trailer = None
         self.compression = 'none'
         self.queue = None
+        self.view, self.at = memoryview(b''), 0    # the piece being read, how far
+        self.lent = None           # its buffer, given back when the next one is taken
 
-    def _next(self, n):
-        """Up to ``n`` decompressed bytes; b'' at the end."""
+    def _fill(self, view):
+        """Fill ``view`` with decompressed bytes; fewer only at the end."""
         raise NotImplementedError
 
-    def _pump(self):
-        # decompression (or the pipe) runs here while the caller writes the last piece
+    def _pump(self, free):
         try:
             while True:
-                data = self._next(PIECE)
-                self.queue.put(data)
-                if not data:
+                buf = free.get()
+                got = self._fill(memoryview(buf))
+                self.queue.put((buf, got))
+                if got < len(buf):
                     return
         except BaseException as e:
             self.queue.put(e)
 
-    def _get(self):
+    def _next_piece(self):
+        """Make the next piece current; False at the end."""
         if self.queue is None:
             import queue
-            self.queue = queue.Queue(8)
-            thread = threading.Thread(target=self._pump, name='srkit-import-read')
+            from framework.export.device import buffer
+            self.queue, self.free = queue.Queue(), queue.Queue()
+            for _ in range(4):
+                self.free.put(buffer(PIECE))
+            thread = threading.Thread(target=self._pump, args=(self.free,),
+                                      name='srkit-import-read')
             thread.daemon = True
             thread.start()
+        if self.lent is not None:
+            self.view = memoryview(b'')
+            self.free.put(self.lent)
+            self.lent = None
+        if self.eof:
+            return False
         item = self.queue.get()
         if isinstance(item, BaseException):
             self.eof = True
             raise item
-        return item
+        buf, got = item
+        if got < len(buf):
+            self.eof = True
+        self.lent, self.view, self.at = buf, memoryview(buf)[:got], 0
+        return got > 0
+
+    def pieces(self):
+        """(offset, view) of the rest of the image, each view valid until the next."""
+        if self.pending:
+            data, self.pending = self.pending, b''
+            self.pos += len(data)
+            yield self.pos - len(data), data
+        while True:
+            if self.at >= len(self.view) and not self._next_piece():
+                return
+            view = self.view[self.at:]
+            self.at = len(self.view)
+            self.pos += len(view)
+            yield self.pos - len(view), view
 
     def read(self, n):
         parts, got = [], 0
@@ -98,22 +136,23 @@ class Source(object):
             parts.append(self.pending[:n])
             got = len(parts[0])
             self.pending = self.pending[n:]
-        while got < n and not self.eof:
-            data = self._get()
-            if not data:
-                self.eof = True
+        while got < n:
+            if self.at >= len(self.view) and not self._next_piece():
                 break
-            if len(data) > n - got:
-                self.pending = data[n - got:]
-                data = data[:n - got]
-            parts.append(data)
-            got += len(data)
+            take = min(n - got, len(self.view) - self.at)
+            parts.append(self.view[self.at:self.at + take].tobytes())
+            self.at += take
+            got += take
         out = parts[0] if len(parts) == 1 else b''.join(parts)
         self.pos += len(out)
         return out
 
     def unread(self, data):
-        self.pending = data + self.pending
+        """Push back the bytes the last read() returned."""
+        if self.at >= len(data):    # they are the last ones read from this piece
+            self.at -= len(data)
+        else:
+            self.pending = data + self.pending
         self.pos -= len(data)
 
     def read_exact(self, n, what):
@@ -133,13 +172,13 @@ class Source(object):
 
     def finish(self):
         """Drain the input (checksums of the last frame) and collect the trailer."""
-        while self.read(READ_SIZE):
+        for _ in self.pieces():
             pass
 
     def _header_frame(self, raw):
         """Parse a leading srkit skippable frame of ``raw`` (a _RawInput)."""
         first = raw.first
-        if not container.is_skippable(first):
+        if not compress.is_skippable(first):
             return
         length = struct.unpack('<I', first[4:8])[0]
         if length > 1024 * 1024:
@@ -154,13 +193,26 @@ class Source(object):
             self.header = record
 
 
+def _fill_from(fd, view):
+    got = 0
+    while got < len(view):
+        n = os.readv(fd, [view[got:]])
+        if not n:
+            break
+        got += n
+    return got
+
+
 class _Plain(Source):
     def __init__(self, fd, first):
         Source.__init__(self)
-        self.raw = _RawInput(fd, first)
+        self.fd = fd
+        self.first = first
 
-    def _next(self, n):
-        return self.raw.read(n)
+    def _fill(self, view):
+        first, self.first = self.first[:len(view)], self.first[len(view):]
+        view[:len(first)] = first
+        return len(first) + _fill_from(self.fd, view[len(first):])
 
 
 class _ModuleZstd(Source):
@@ -173,36 +225,50 @@ class _ModuleZstd(Source):
         self.reader = self.zstandard.ZstdDecompressor().stream_reader(
             self.raw, read_size=READ_SIZE, read_across_frames=True)
 
-    def _next(self, n):
+    def _fill(self, view):
+        got = 0
         try:
-            data = self.reader.read(n)
+            while got < len(view):
+                n = self.reader.readinto(view[got:])
+                if not n:
+                    self.trailer = container.find_trailer(self.raw.tail)
+                    break
+                got += n
         except self.zstandard.ZstdError as e:
             raise compress.corrupt(str(e))
-        if not data:
-            self.trailer = container.find_trailer(self.raw.tail)
-        return data
+        return got
 
 
 class _CliZstd(Source):
-    """``zstd -d`` in a child process; a thread feeds it the input."""
+    """``zstd -d`` in a child process. It reads a regular file itself (from where the
+    header frame ended; the trailer is read from the file's end afterwards); any
+    other input is fed to it by a thread that keeps the last bytes."""
 
     def __init__(self, fd, first):
         Source.__init__(self)
         self.compression = 'zstd'
         self.raw = _RawInput(fd, first)
         self._header_frame(self.raw)
+        import stat
+        self.file = stat.S_ISREG(os.fstat(fd).st_mode)
+        if self.file and self.raw.first:   # no srkit header: zstd reads from the start
+            os.lseek(fd, -len(self.raw.first), os.SEEK_CUR)
+            self.raw.first = b''
         try:
-            self.proc = subprocess.Popen(['zstd', '-d', '-c', '-q'], stdin=subprocess.PIPE,
+            self.proc = subprocess.Popen(['zstd', '-d', '-c', '-q'],
+                                         stdin=fd if self.file else subprocess.PIPE,
                                          stdout=subprocess.PIPE)
         except OSError as e:
             raise SRError('SMGeneral', 'neither python3-zstandard nor the zstd command '
                           'is available: %s' % e)
         self.out = self.proc.stdout.fileno()
         compress.big_pipe(self.out)
-        compress.big_pipe(self.proc.stdin.fileno())
-        self.thread = threading.Thread(target=self._feed, name='zstd-feed')
-        self.thread.daemon = True
-        self.thread.start()
+        self.thread = None
+        if not self.file:
+            compress.big_pipe(self.proc.stdin.fileno())
+            self.thread = threading.Thread(target=self._feed, name='zstd-feed')
+            self.thread.daemon = True
+            self.thread.start()
 
     def _feed(self):
         try:
@@ -210,7 +276,7 @@ class _CliZstd(Source):
                 data = self.raw.read(READ_SIZE)
                 if not data:
                     break
-                self.proc.stdin.write(data)
+                compress.write_all(self.proc.stdin.fileno(), data)
         except Exception:  # zstd died (corrupt input): its exit status says so
             pass
         finally:
@@ -219,21 +285,25 @@ class _CliZstd(Source):
             except Exception:
                 pass
 
-    def _next(self, n):
-        data = os.read(self.out, min(n, READ_SIZE))
-        if data:
-            return data
-        self.thread.join()
+    def _fill(self, view):
+        got = _fill_from(self.out, view)
+        if got == len(view):
+            return got
+        if self.thread is not None:
+            self.thread.join()
         status = self.proc.wait()
         if status != 0:
             raise compress.corrupt('zstd -d exited with status %d' % status)
+        if self.file:
+            end = os.fstat(self.raw.fd).st_size
+            self.raw.tail = os.pread(self.raw.fd, min(TAIL, end), max(0, end - TAIL))
         self.trailer = container.find_trailer(self.raw.tail)
-        return b''
+        return got
 
 
 def open_input(fd, sidecar=None):
     first = _read_exact(fd, 8)
-    if first[:4] == container.ZSTD_MAGIC or container.is_skippable(first):
+    if first[:4] == compress.ZSTD_MAGIC or compress.is_skippable(first):
         src = _ModuleZstd(fd, first) if compress._module() is not None else _CliZstd(fd, first)
     else:
         src = _Plain(fd, first)

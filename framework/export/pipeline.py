@@ -17,7 +17,7 @@ from framework.markers import Marker as _Marker
 from framework.errors import SRError
 from framework.locks import vdi_lock
 from framework.export import compress, container, qcow2, raw, vhd
-from framework.export.device import Device
+from framework.export.device import Batcher, Device, buffer
 from framework.export.progress import Progress
 
 FORMATS = {'raw': raw, 'vhd': vhd, 'qcow2': qcow2}
@@ -26,6 +26,27 @@ FORMATS = {'raw': raw, 'vhd': vhd, 'qcow2': qcow2}
 CONTENT_OF = 'srkit_content_of'
 PIECE = 4 * 1024 * 1024
 _ZERO = bytes(PIECE)
+
+
+def _nonzero(offset, data, unit=1024 * 1024):
+    """(offset, view) of the parts of ``data`` (at disk ``offset``) that are not all
+    zero, in disk-aligned ``unit``s. bytes.startswith compares with memcmp and
+    copies nothing (== with a slice would copy; with a memoryview it crawls)."""
+    view = memoryview(data)
+    end = len(view)
+    at = 0
+    start = None
+    while at < end:
+        step = min(unit - (offset + at) % unit, end - at)
+        if _ZERO.startswith(view[at:at + step]):
+            if start is not None:
+                yield offset + start, view[start:at]
+                start = None
+        elif start is None:
+            start = at
+        at += step
+    if start is not None:
+        yield offset + start, view[start:end]
 
 
 def align(extents, unit, size):
@@ -65,8 +86,16 @@ class _Attached(object):
     def __init__(self, inv, location, writable):
         self.inv, self.location, self.writable = inv, location, writable
         self.attached = self.activated = False
+        self.seconds = {}     # attach, detach: for the log line
 
     def __enter__(self):
+        start = time.time()
+        try:
+            return self._enter()
+        finally:
+            self.seconds['attach'] = time.time() - start
+
+    def _enter(self):
         inv, location = self.inv, self.location
         known = _Marker(inv, location, 'attach').read()
         if known and os.path.exists(known):
@@ -84,6 +113,7 @@ class _Attached(object):
 
     def __exit__(self, *exc):
         inv, location = self.inv, self.location
+        start = time.time()
         try:
             if self.activated:
                 inv.driver.deactivate(location)
@@ -91,7 +121,12 @@ class _Attached(object):
         finally:
             if self.attached:
                 detach_location(inv, location)
+            self.seconds['detach'] = time.time() - start
         return False
+
+    def timings(self, **more):
+        more.update(self.seconds)
+        return ', '.join('%s %.3f s' % kv for kv in sorted(more.items()))
 
 
 def _volume(inv, location):
@@ -101,12 +136,18 @@ def _volume(inv, location):
     return volume
 
 
-def _read_ahead(dev, runs, digest):
+def _read_ahead(dev, runs, digest, depth=4):
     """(offset, data) of ``runs``, read and hashed by a thread while the caller
-    writes the previous pieces out (pread and sha256 release the GIL)."""
+    writes the previous pieces out (pread and sha256 release the GIL). ``data`` is
+    a view of one of a few reused buffers: the caller is done with it when it asks
+    for the next piece."""
     import queue
     import threading
-    pieces = queue.Queue(4)
+    pieces = queue.Queue(depth)
+    free = queue.Queue()
+    buffers = [buffer(PIECE) for _ in range(depth + 2)]
+    for buf in buffers:
+        free.put(buf)
     stop = []
 
     def work():
@@ -114,12 +155,13 @@ def _read_ahead(dev, runs, digest):
             for offset, length in runs:
                 end = offset + length
                 while offset < end and not stop:
+                    buf = free.get()
                     try:
-                        data = dev.pread(offset, min(PIECE, end - offset))
+                        data = dev.read_into(offset, memoryview(buf)[:min(PIECE, end - offset)])
                     except EOFError as e:
                         raise SRError('VDIUnavailable', str(e))
                     digest.update(offset, data)
-                    pieces.put((offset, data))
+                    pieces.put((offset, data, buf))
                     offset += len(data)
             pieces.put(None)
         except BaseException as e:
@@ -134,15 +176,23 @@ def _read_ahead(dev, runs, digest):
                 break
             if isinstance(item, BaseException):
                 raise item
-            yield item
+            offset, data, buf = item
+            yield offset, data
+            free.put(buf)
     finally:
         stop.append(True)
         while thread.is_alive():   # unblock a reader waiting on a full queue
+            free.put(buffers[0])
             try:
                 pieces.get(timeout=0.1)
             except queue.Empty:
                 pass
         thread.join()
+        for buf in buffers:
+            try:
+                buf.close()
+            except BufferError:   # still viewed by a piece that never came back
+                pass
 
 
 def export_vdi(inv, location, out_fd, fmt, compression='zstd', base=None, sidecar=None,
@@ -174,42 +224,43 @@ def export_vdi(inv, location, out_fd, fmt, compression='zstd', base=None, sideca
             extents = driver.extents(location)
         else:
             extents = [(0, size)]
-        runs = align(extents, max(module.UNIT, raw.UNIT), size)
+        # in the format's own unit: a 4 KiB change of a qcow2 delta reads one 64 KiB cluster
+        runs = align(extents, module.UNIT, size)
         data_bytes = sum(length for _, length in runs)
         head = container.header(fmt, size, inv.vdi_uuid or location, base[0] if base else '',
                                 'zstd' if kind == 'zstd' else 'none',
                                 {'data_bytes': data_bytes, 'digest_chunk': container.CHUNK})
         digest = container.Digest()
         bar = Progress(data_bytes, 'export %s' % (inv.vdi_uuid or location)[:8], status=status)
-        with _Attached(inv, location, False) as path:
+        attached = _Attached(inv, location, False)
+        with attached as path:
             dev = Device(path, writable=False)
             try:
-                if kind == 'zstd':
-                    compress._write_all(out_fd, container.skippable_frame(
-                        container.HEADER_TAG, head))
                 sink = compress.compressor(out_fd, kind, level)
+                if kind == 'zstd':
+                    sink.metadata(container.payload(container.HEADER_TAG, head))
                 writer = module.Writer(sink, size, runs, parent, unique_id=inv.vdi_uuid or '')
                 for offset, data in _read_ahead(dev, runs, digest):
                     writer.data(offset, data)
                     bar.add(len(data))
                 writer.close()
+                trailer = {'digest': digest.hexdigest(size), 'data_bytes': data_bytes,
+                           'chunks': digest.chunks}
+                if kind == 'zstd':
+                    sink.metadata(container.payload(container.TRAILER_TAG, trailer))
                 sink.close()
             finally:
                 dev.close()
-        trailer = {'digest': digest.hexdigest(size), 'data_bytes': data_bytes,
-                   'chunks': digest.chunks}
-        if kind == 'zstd':
-            compress._write_all(out_fd, container.skippable_frame(container.TRAILER_TAG,
-                                                                   trailer))
-        elif sidecar:
+        if kind != 'zstd' and sidecar:
             import json
             with open(sidecar, 'w') as f:
                 json.dump({'header': head, 'trailer': trailer}, f, sort_keys=True)
         bar.finish()
-        inv.log.info('export %s (%s, %s via %s, base %s): %d bytes of data in %.3f s, '
+        inv.log.info('export %s (%s, %s via %s, base %s): %d bytes of data in %.3f s (%s), '
                      'digest %s' % (location, fmt, compression, compress.backend()
                                     if kind == 'zstd' else '-', base[0] if base else '-',
-                                    data_bytes, time.time() - start, trailer['digest']))
+                                    data_bytes, time.time() - start, attached.timings(),
+                                    trailer['digest']))
         return head, trailer
 
 
@@ -264,29 +315,35 @@ def import_vdi(inv, location, src, reader, fresh, status=None):
         if not fresh and not delta:
             clear = driver.extents(location) if contract.implements(
                 inv.driver_cls, 'extents') else [(0, volume.virtual_size)]
+        # zeros need no writing on a new VDI (it is all zero) nor on a whole-disk import
+        # (what the old content had there is cleared below); a delta must write them
+        skip_zeros = fresh or not delta
         total = (head or {}).get('data_bytes') or size or 0
         bar = Progress(total, 'import %s' % (inv.vdi_uuid or location)[:8], status=status)
         digest = container.Digest()
         written = []
-        with _Attached(inv, location, True) as path:
+        attached = _Attached(inv, location, True)
+        with attached as path:
             dev = Device(path, writable=True)
-            synced = False
+            out = Batcher(dev)
+            verified = None      # when the content was written and checked
             try:
                 for offset, data in reader.blocks():
                     n = len(data)
                     if offset + n > volume.virtual_size:
                         raise compress.corrupt('data at %d beyond the disk' % offset)
-                    digest.update(offset, data)
-                    skip = fresh and n <= PIECE and data == _ZERO[:n]  # a new VDI is zero
-                    if not skip:
-                        dev.pwrite(offset, data)
+                    # zero parts add nothing to the digest: it only needs what is written
+                    for at, piece in _nonzero(offset, data) if skip_zeros else [(offset, data)]:
+                        digest.update(at, piece)
+                        out.write(at, piece)
                         if clear:
-                            if written and written[-1][0] + written[-1][1] == offset:
-                                written[-1] = (written[-1][0], written[-1][1] + n)
+                            if written and written[-1][0] + written[-1][1] == at:
+                                written[-1] = (written[-1][0], written[-1][1] + len(piece))
                             else:
-                                written.append((offset, n))
+                                written.append((at, len(piece)))
                     bar.add(n)
                 src.finish()
+                out.flush()
                 if head is not None:
                     trailer = src.trailer
                     if trailer is None:
@@ -298,20 +355,19 @@ def import_vdi(inv, location, src, reader, fresh, status=None):
                 if clear:
                     written.sort()
                     for offset, length in subtract(clear, written):
-                        while length > 0:
-                            n = min(PIECE, length)
-                            dev.pwrite(offset, memoryview(_ZERO)[:n])
-                            offset += n
-                            length -= n
-                synced = True
+                        dev.zero(offset, length)
+                verified = time.time()
             finally:
-                dev.close(sync=synced)
+                out.close()
+                dev.close(sync=verified is not None)
+            fsync = time.time() - verified
         bar.finish()
         source = (head or {}).get('source', '')
         meta = dict(volume.meta)
         if meta.get(CONTENT_OF, '') != source:
             meta[CONTENT_OF] = source
             driver.set_meta(location, meta)
-        inv.log.info('import into %s (%s%s): ok in %.3f s'
+        inv.log.info('import into %s (%s%s): ok in %.3f s (%s)'
                      % (location, reader.__class__.__module__.split('.')[-1],
-                        ', delta' if delta else '', time.time() - start))
+                        ', delta' if delta else '', time.time() - start,
+                        attached.timings(fsync=fsync)))

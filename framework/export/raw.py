@@ -1,8 +1,7 @@
-"""raw: the disk byte for byte. Holes are written as zeros (zstd makes them tiny;
-without compression they cost their size, as any raw image does)."""
+"""raw: the disk byte for byte. Holes are runs of zeros for the sink to write
+(compress: ready-made zstd frames for long ones; a bare file stays sparse)."""
 
 UNIT = 1024 * 1024
-_ZERO = bytes(4 * 1024 * 1024)
 
 
 class Writer(object):
@@ -14,10 +13,9 @@ class Writer(object):
         self.pos = 0
 
     def _zeros(self, upto):
-        while self.pos < upto:
-            n = min(len(_ZERO), upto - self.pos)
-            self.out.write(memoryview(_ZERO)[:n])
-            self.pos += n
+        if upto > self.pos:
+            self.out.zeros(upto - self.pos)
+            self.pos = upto
 
     def data(self, offset, data):
         self._zeros(offset)
@@ -38,9 +36,5 @@ class Reader(object):
         self.virtual_size = virtual_size
 
     def blocks(self):
-        while True:
-            offset = self.src.pos
-            data = self.src.read(UNIT)
-            if not data:
-                return
-            yield offset, data
+        """(offset, view) pieces of the image, each valid until the next is asked for."""
+        return self.src.pieces()
