@@ -124,6 +124,8 @@ class AttachMixin(object):
         """Undo the attachment ``record`` describes and forget it."""
         from drivers.ceph import datapath
         datapath.detach(record)
+        if record.get('kind') in KERNEL:
+            crash.point('rbd.detach.after-unmap')
         datapath.drop_record(self.ctx.state_dir, uuid)
         self.ctx.log.info('VDI %s detached from datapath %s%s%s'
                           % (uuid, record.get('kind'),

@@ -2,7 +2,8 @@
 # Test rig: a real single-node Ceph (mon + mgr + one bluestore-on-file OSD) on
 # 127.0.0.1 with cephx, all state under one directory.
 #
-#   tests/rigs/ceph.sh install      apt packages + rados/rbd bindings for the tools' python3
+#   tests/rigs/ceph.sh install      apt packages (rbd-fuse, and rbd-nbd for the guest's datapath
+#                                   tests) + rados/rbd bindings for the tools' python3
 #   tests/rigs/ceph.sh up DIR       start the cluster in DIR (must not exist or be empty)
 #   tests/rigs/ceph.sh env DIR      print the exports tests need (eval "$(... env DIR)")
 #   tests/rigs/ceph.sh down DIR     stop the daemons (pid files, guarded) and rm -rf DIR
@@ -234,7 +235,7 @@ down() {
 
 cmd=${1:-}; shift || true
 case "$cmd" in
-    install) apt_install ceph-mon ceph-osd ceph-mgr ceph-common python3-rados python3-rbd rbd-fuse; pybind "${1:-python3}";;
+    install) apt_install ceph-mon ceph-osd ceph-mgr ceph-common python3-rados python3-rbd rbd-fuse rbd-nbd; pybind "${1:-python3}";;
     pybind) pybind "${1:-python3}";;
     up) up "$@";;
     down) down "$@";;
