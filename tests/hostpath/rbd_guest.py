@@ -92,7 +92,7 @@ def ceph_cluster(directory):
     """A single-node Ceph on this machine's loopback (tests/rigs/ceph.sh: mon + memstore
     OSD, cephx, no mgr: the guest has no disk to spare nor CPU for a mgr), its
     SRKIT_CEPH_* exported while it runs (replacing the host run's); yields them."""
-    env = dict(os.environ, CEPH_OBJECTSTORE="memstore", CEPH_MGR="0")
+    env = dict(os.environ, CEPH_OBJECTSTORE="memstore", CEPH_MGR="0", CEPH_WAIT_SCALE="10")
     try:
         up = subprocess.run(["bash", CEPH_RIG, "up", directory], env=env,
                             capture_output=True, text=True, timeout=900)

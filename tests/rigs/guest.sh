@@ -11,6 +11,7 @@
 #   tests/rigs/guest.sh run [--] CMD    boot the guest once, run CMD in it (cwd shared
 #                                       read-write), print its output, exit with its status
 #   tests/rigs/guest.sh up|env|down DIR the common rig interface: nothing to keep running
+#   (./dev test runs tests/rigs/guest-suites.sh in it: one pytest per suite, side by side)
 #
 # In the guest: lo up; zfs.ko, nbd.ko and rbd.ko loaded; systemd-udevd running (for
 # /dev/zvol links); SRKIT_GUEST=1 (and SRKIT_ZFS_VM=1), SRKIT_ZFS_DISK=/dev/vda (an empty
@@ -142,8 +143,11 @@ run() {
     case "$work" in /|*[[:space:]]*) say "working dir must not be / nor contain spaces"; exit 2;; esac
     x=$(mktemp -d /tmp/srkit-guest.XXXXXX)
     chmod 755 "$x"
+    # PYTHONDONTWRITEBYTECODE stays out: under TCG compiling a module costs about as much
+    # as the rest of an import, and every driver call is a fresh python; the working tree
+    # is shared read-write, so its __pycache__ outlives the boot
     printf '%s\n' "$HOST_ENV" \
-        | grep -vE '^declare -x (PWD|OLDPWD|SHLVL|_|TERM|HOSTNAME|TMPDIR|PS1|SSH_[A-Z_]*|DISPLAY|XDG_[A-Z_]*)(=|$)' \
+        | grep -vE '^declare -x (PWD|OLDPWD|SHLVL|_|TERM|HOSTNAME|TMPDIR|PS1|SSH_[A-Z_]*|DISPLAY|XDG_[A-Z_]*|PYTHONDONTWRITEBYTECODE)(=|$)' \
         > "$x/env.sh" || true
     {
         echo '#!/bin/bash'
@@ -156,6 +160,8 @@ run() {
         echo "modprobe zfs zfs_arc_max=536870912 || { echo 'guest.sh: modprobe zfs failed'; exit 90; }"
         # the host datapaths: the kernel NBD client (rbd-nbd, s3) and krbd; servers on lo
         echo "ip link set lo up; modprobe nbd nbds_max=16; modprobe rbd || echo 'guest.sh: nbd/rbd modules missing'"
+        # a name of its own (Ceph's OSD puts it in the CRUSH map; "(none)" is refused)
+        echo "hostname srkit-guest"
         printf 'cd %q || exit 91\n' "$work"
         printf '%q ' "$@"
         echo
