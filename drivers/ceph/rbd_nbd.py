@@ -22,7 +22,7 @@ from drivers.files.fusedev import alive as pid_alive, run, which
 TOKEN_ENV = 'SRKIT_DATAPATH'
 PACKAGE_HINT = 'install the rbd-nbd package (docs/install.md)'
 MAP_TIMEOUT = 60
-UNMAP_TIMEOUT = 20
+UNMAP_TIMEOUT = 10     # a fenced daemon may never answer: it is signalled after this
 
 
 def usable():
@@ -103,7 +103,7 @@ def unmap(record):
             run([which('rbd-nbd') or 'rbd-nbd', 'unmap', device], timeout=UNMAP_TIMEOUT)
         except (SRError, OSError):
             pass   # the signals below finish it
-    for sig, wait in ((signal.SIGTERM, 10.0), (signal.SIGKILL, 10.0)):
+    for sig, wait in ((signal.SIGTERM, 5.0), (signal.SIGKILL, 10.0)):
         pids = [p for p in pids if pid_alive(p) and owns(p, token)]
         if not pids:
             break

@@ -136,7 +136,7 @@ def test_fencing_a_dead_holder_blocklists_its_kernel_client(pool, make_sr, datap
         pool.vdi_detach(v, host=host1)
         t = time.time()
         pool.vdi_detach(v, host=host0)   # the fenced datapath goes without hanging
-        assert time.time() - t < 60
+        assert time.time() - t < 180     # bounded: a stuck unmap is signalled (TCG time)
         assert unmapped_soon(dev0)
         if rc is None:
             dd.wait(timeout=30)
