@@ -199,3 +199,30 @@ def test_a_missing_rbd_nbd_is_named_with_its_package(monkeypatch):
     with pytest.raises(SRError) as e:
         rbd_nbd.map_image("/nonexistent", {}, "rbd", "", "img", None, True, "t")
     assert e.value.name == "VDIUnavailable" and "rbd-nbd package" in e.value.detail
+
+
+@pytest.mark.parametrize("creds", ["key", "keyring", "conf-only"])
+def test_krbd_gets_key_and_monitors_from_any_device_config(ceph_env, creds):
+    """What krbd hands the kernel, from each way device-config can name the cluster
+    (the mapping itself runs in the guest: tests/hostpath)."""
+    from drivers.ceph import helper_files, krbd
+    from drivers.ceph.connection import Cluster
+    dc = {"user": ceph_env["SRKIT_CEPH_USER"]}
+    if creds == "key":
+        dc.update(monitors=ceph_env["SRKIT_CEPH_MONITORS"], key=ceph_env["SRKIT_CEPH_KEY"])
+    elif creds == "keyring":
+        v2 = [a for a in ceph_env["SRKIT_CEPH_MONITORS"].strip("[]").split(",")
+              if a.startswith("v2:")]
+        dc.update(monitors="[%s]" % v2[0], keyring=ceph_env["SRKIT_CEPH_KEYRING"])
+    else:
+        dc.update(conf=ceph_env["SRKIT_CEPH_CONF"])
+    c = Cluster(dc)
+    try:
+        assert helper_files.secret(dc, c.rados.conf_get) == ceph_env["SRKIT_CEPH_KEY"]
+        addrs, mode = krbd.monitors(c.rados)
+    finally:
+        c.close()
+    mons = ceph_env["SRKIT_CEPH_MONITORS"].strip("[]").split(",")
+    want = "v2" if krbd.kernel_at_least(5, 11) else "v1"
+    assert addrs == [m[3:] for m in mons if m.startswith(want + ":")][0]
+    assert mode == ("prefer-crc" if want == "v2" else None)
