@@ -68,9 +68,12 @@ def rbd_bench(env, spec, size, threads, io_type):
     t = time.monotonic()
     out = subprocess.run(cmd, capture_output=True, text=True, check=True).stdout
     wall = time.monotonic() - t
-    for line in out.splitlines():          # "elapsed: 12   ops: 128   ops/sec: ...   bytes/sec: ..."
+    units = {"B/s": 1.0 / MiB, "KiB/s": 1.0 / 1024, "MiB/s": 1.0, "GiB/s": 1024.0}
+    for line in out.splitlines():   # "elapsed: 26   ops: 128   ops/sec: 4.8   bytes/sec: 19 MiB/s"
         if line.startswith("elapsed:") and "bytes/sec:" in line:
-            return float(line.split("bytes/sec:")[1].split()[0]) / MiB
+            value = line.split("bytes/sec:")[1].split()
+            if len(value) > 1 and value[1] in units:
+                return float(value[0]) * units[value[1]]
     return size / wall / MiB
 
 
