@@ -141,14 +141,15 @@ def processes():
 
 @contextlib.contextmanager
 def sr_maker(pool, sr_type, device_config, wrap, **create):
-    """make(**overrides): a new SR of sr_type on device_config updated by overrides, as
-    wrap(ref, dc). At the end every datapath is detached and each SR's purge() removes
-    what its test left in the backend."""
+    """make(**overrides): a new SR of sr_type on device_config updated by overrides (an
+    override None drops the key), as wrap(ref, dc). At the end every datapath is detached
+    and each SR's purge() removes what its test left in the backend."""
     made = []
 
     def make(**overrides):
         dc = dict(device_config)
         dc.update(overrides)
+        dc = dict((k, v) for k, v in dc.items() if v is not None)
         sr = wrap(pool.sr_create(sr_type, dc, **create), dc)
         made.append(sr)
         return sr

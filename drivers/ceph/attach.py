@@ -1,15 +1,33 @@
-"""vdi_attach / vdi_detach of the RBD driver (the host mechanics are in datapath.py).
+"""vdi_attach / vdi_detach of the RBD driver (the host mechanics are in datapath.py,
+rbd_nbd.py and krbd.py).
 
 A read-write attach is refused (VDIInUse, 24) while another host holds the
 VDI's write lease: a device that could write under another host's writer must
 never exist. Read-only attaches are always allowed.
+
+A kernel datapath (nbd, krbd) outlives the driver process, so it is recorded
+before it exists: ``dp.<vdi>.json`` is written in state ``mapping`` (the attaching
+process, the attach's token) before the map, and completed after it. The next
+attach or detach of the VDI on this host, and sr_scan on the master for all of its
+VDIs, clean what is left over:
+
+* a record whose device no longer serves it (its rbd-nbd daemon was killed);
+* a ``mapping`` record of a dead process (a vdi_attach killed around the map);
+* a complete record of a dead process that the framework never marked attached
+  (killed between the map and its reply): xapi believes the attach failed and
+  will never detach it.
+
+Only the device(s) the record's token names are unmapped, never another one.
 """
 
-import os
 import time
 
+from framework import crash
 from drivers.ceph import layout as L
 from drivers.ceph.connection import ceph_error, mapped, rbd_module
+from drivers.ceph.index import is_dead, process_record
+
+KERNEL = ('nbd', 'krbd')
 
 FEATURES = 1 | 4 | 8 | 16 | 32   # layering | exclusive-lock | object-map | fast-diff | deep-flatten
 
@@ -24,8 +42,10 @@ class AttachMixin(object):
         if writable:
             self._check_lease(uuid, 'attach read-write', allow_host=self.ctx.host_id)
         existing = datapath.load_record(self.ctx.state_dir, uuid)
-        if existing and os.path.exists(datapath.device_of(existing) or ''):
+        if existing and datapath.alive(existing):
             return datapath.device_of(existing)
+        if existing and existing.get('kind') in KERNEL:
+            self._drop_datapath(uuid, existing, 'its device no longer served it')
         kind = datapath.choose(self.config.get('datapath'))
         image, snap, temp = entry.image, entry.snap or None, ''
         if kind == 'fuse' and snap:
@@ -47,12 +67,8 @@ class AttachMixin(object):
             if kind == 'fuse':
                 record = datapath.fuse_attach(self.ctx.state_dir, self.config, self.pool,
                                               self.namespace, image, writable)
-            elif kind == 'nbd':
-                record = datapath.nbd_attach(self.ctx.state_dir, self.config, self.pool,
-                                             self.namespace, image, snap, writable)
             else:
-                record = datapath.krbd_attach(self.config, self.pool, self.namespace, image,
-                                              snap, writable, _v1_addrs(self.config))
+                record = self._map_kernel(kind, uuid, image, snap, writable)
             # the datapath's own librbd/krbd client: what a fence must blocklist
             deadline = time.time() + 5
             clients = []
@@ -65,7 +81,79 @@ class AttachMixin(object):
         record.update(temp_clone=temp, writable=writable, vdi=uuid,
                       clients=[{'id': int(w['id']), 'addr': w['addr']} for w in clients])
         datapath.save_record(self.ctx.state_dir, uuid, record)
+        if kind in KERNEL:
+            crash.point('rbd.attach.after-record')
+        self.ctx.log.info('VDI %s attached %s through datapath %s: %s'
+                          % (uuid, 'read-write' if writable else 'read-only', kind,
+                             datapath.device_of(record)))
         return datapath.device_of(record)
+
+    def _map_kernel(self, kind, uuid, image, snap, writable):
+        """Map through rbd-nbd or krbd, recorded before the device exists."""
+        import uuid as uuidlib
+        from drivers.ceph import datapath, krbd, rbd_nbd
+        intent = {'kind': kind, 'state': 'mapping', 'vdi': uuid, 'image': image,
+                  'token': 'srkit-%s' % uuidlib.uuid4().hex, 'process': process_record()}
+        datapath.save_record(self.ctx.state_dir, uuid, intent)
+        try:
+            if kind == 'nbd':
+                record = rbd_nbd.map_image(self.ctx.state_dir, self.config, self.pool,
+                                           self.namespace, image, snap, writable,
+                                           intent['token'])
+            elif kind == 'krbd':
+                record = krbd.map_image(self.cluster.rados, self.config, self.pool,
+                                        self.namespace, image, snap, writable,
+                                        intent['token'])
+            else:
+                from framework.errors import SRError
+                raise SRError('VDIUnavailable', 'unknown datapath %r' % kind)
+        except Exception:
+            self._drop_datapath(uuid, intent, 'its map failed')
+            raise
+        crash.point('rbd.attach.after-map')
+        record['process'] = intent['process']
+        return record
+
+    def device_alive(self, uuid, path):
+        """Whether ``path``, which an earlier attach returned, still serves the VDI."""
+        from drivers.ceph import datapath
+        record = datapath.load_record(self.ctx.state_dir, uuid)
+        return bool(record) and datapath.device_of(record) == path and datapath.alive(record)
+
+    def _drop_datapath(self, uuid, record, why=''):
+        """Undo the attachment ``record`` describes and forget it."""
+        from drivers.ceph import datapath
+        datapath.detach(record)
+        if record.get('kind') in KERNEL:
+            crash.point('rbd.detach.after-unmap')
+        datapath.drop_record(self.ctx.state_dir, uuid)
+        self.ctx.log.info('VDI %s detached from datapath %s%s%s'
+                          % (uuid, record.get('kind'),
+                             ' (%s)' % datapath.device_of(record)
+                             if datapath.device_of(record) else '',
+                             ': %s' % why if why else ''))
+
+    def clean_datapaths(self):
+        """sr_scan: undo the kernel datapaths of this host that killed commands or
+        daemons left behind (see the module doc); attachments in use stay."""
+        from drivers.ceph import datapath
+        from framework.markers import attached_in
+        for uuid, record in sorted(datapath.records(self.ctx.state_dir).items()):
+            if record.get('kind') not in KERNEL:
+                continue
+            dead = is_dead(record.get('process') or {})
+            if dead and record.get('state') == 'mapping':
+                why = 'left by a killed vdi_attach'
+            elif dead and not attached_in(self.ctx.state_dir, uuid):
+                why = 'left by a vdi_attach killed before its reply'
+            elif record.get('state') != 'mapping' and not datapath.alive(record):
+                why = 'its device no longer served it'
+            else:
+                continue
+            try:
+                self._drop_datapath(uuid, record, why)
+            except Exception as e:   # the next scan tries again
+                self.ctx.log.error('cleaning the datapath of VDI %s: %s' % (uuid, e))
 
     @mapped('VDIUnavailable')
     def detach(self, uuid):
@@ -73,8 +161,7 @@ class AttachMixin(object):
         record = datapath.load_record(self.ctx.state_dir, uuid)
         if record is None:
             return
-        datapath.detach(record)
-        datapath.drop_record(self.ctx.state_dir, uuid)
+        self._drop_datapath(uuid, record)
         temp = record.get('temp_clone')
         if temp:
             self._remove_image(temp)  # and collects a snapshot deleted while attached
@@ -88,18 +175,3 @@ class AttachMixin(object):
             self._index_set({L.USED_PREFIX + uuid: str(used)})
         except Exception as e:  # best effort: a stale figure is not worth a failed detach
             self.ctx.log.error('refreshing allocation of %s: %s' % (uuid, e))
-
-
-def _v1_addrs(config):
-    """Monitor addresses in the krbd form (ip:6789,...)."""
-    out = []
-    for part in (config.get('monitors') or '').replace('[', ',').replace(']', ',').split(','):
-        part = part.strip()
-        if not part or part.startswith('v2:'):
-            continue
-        if part.startswith('v1:'):
-            part = part[3:]
-        if ':' not in part:
-            part += ':6789'
-        out.append(part)
-    return ','.join(out)

@@ -1,11 +1,11 @@
 """Making an RBD image a block device on this host.
 
 ``datapath`` device-config:
-  krbd  the kernel rbd client (``/sys/bus/rbd``); needs a kernel that supports
-        the image features (object-map/fast-diff need Linux >= 5.3).
-  nbd   ``rbd-nbd`` (librbd in userspace behind /dev/nbdX); XCP-ng 8.x dom0's
-        4.19 kernel is too old for krbd with object-map, so this is the choice
-        there. Needs the ``rbd-nbd`` binary and the nbd module.
+  krbd  the kernel rbd client (``/sys/bus/rbd``, krbd.py); needs a kernel that
+        supports the image features (object-map/fast-diff need Linux >= 5.3).
+  nbd   ``rbd-nbd`` (librbd in userspace behind /dev/nbdX, rbd_nbd.py); XCP-ng
+        8.x dom0's 4.19 kernel is too old for krbd with object-map, so this is
+        the choice there. Needs the ``rbd-nbd`` package and the nbd module.
   fuse  ``rbd-fuse`` exposes the image as a file, a loop device makes it a
         block device. Slow, but needs neither kernel module: the path the test
         rig verifies. rbd-fuse cannot open snapshots, so a snapshot is attached
@@ -18,7 +18,6 @@ their own session with stdio on a log file: they outlive the driver process
 and never hold xapi's pipes open.
 """
 
-import errno
 import os
 import time
 
@@ -37,24 +36,58 @@ START_TIMEOUT = 20.0
 
 def choose(wanted):
     """The datapath to use on this host for device-config ``datapath``."""
+    from drivers.ceph import krbd, rbd_nbd
     if wanted and wanted != 'auto':
         return wanted
-    if _which('rbd-nbd') and (os.path.exists('/sys/module/nbd') or os.path.exists('/dev/nbd0')):
+    if rbd_nbd.usable():
         return 'nbd'
-    if os.path.exists('/sys/bus/rbd/add_single_major') and _kernel_at_least(5, 3):
+    if krbd.usable():
         return 'krbd'
     if _which('rbd-fuse'):
         return 'fuse'
-    raise SRError('VDIUnavailable', 'no RBD datapath on this host: install rbd-nbd (and load '
-                  'the nbd module), or rbd-fuse; or use a kernel with krbd >= 5.3')
+    raise SRError('VDIUnavailable', 'no RBD datapath on this host: install the rbd-nbd '
+                  'package (and the nbd kernel module), or rbd-fuse; or use a kernel '
+                  'with krbd >= 5.3 (docs/install.md)')
 
 
-def _kernel_at_least(major, minor):
-    try:
-        parts = os.uname()[2].split('.')
-        return (int(parts[0]), int(parts[1].split('-')[0])) >= (major, minor)
-    except (ValueError, IndexError):
-        return False
+def check_tools(wanted):
+    """sr_create: SRUnavailable naming what this host lacks for ``datapath``."""
+    from drivers.ceph import krbd, rbd_nbd
+    missing = None
+    if wanted == 'nbd' and not _which('rbd-nbd'):
+        missing = 'datapath nbd needs the rbd-nbd program: %s' % rbd_nbd.PACKAGE_HINT
+    elif wanted == 'nbd' and not module_available('nbd'):
+        missing = 'datapath nbd needs the nbd kernel module, which this kernel (%s) lacks' \
+            % os.uname()[2]
+    elif wanted == 'krbd' and not krbd.usable():
+        missing = 'datapath krbd needs the rbd kernel module of Linux >= 5.3 (this is %s)' \
+            % os.uname()[2]
+    elif wanted == 'fuse' and not _which('rbd-fuse'):
+        missing = 'datapath fuse needs the rbd-fuse program: install the rbd-fuse package'
+    elif wanted in (None, '', 'auto'):
+        try:
+            choose(wanted)
+        except SRError as e:
+            missing = e.detail
+    if missing:
+        raise SRError('SRUnavailable', missing)
+
+
+def module_available(name):
+    """Whether kernel module ``name`` is loaded, built in, or installed for this kernel."""
+    if os.path.exists('/sys/module/%s' % name):
+        return True
+    base = '/lib/modules/%s' % os.uname()[2]
+    for index in ('modules.dep', 'modules.builtin'):
+        try:
+            with open(os.path.join(base, index)) as f:
+                for line in f:
+                    path = line.split(':', 1)[0].strip()
+                    if os.path.basename(path).split('.ko')[0] == name:
+                        return True
+        except (IOError, OSError):
+            pass
+    return False
 
 
 # --- fuse + loop ----------------------------------------------------------------------
@@ -117,96 +150,30 @@ def refresh_size(record):
     # krbd and rbd-nbd follow the image size by themselves (header watch)
 
 
-# --- rbd-nbd (real hosts; not verifiable on the test rig: no nbd module) -------------------
-
-def nbd_attach(state_dir, config, pool, namespace, image, snap, writable):
-    conf, ceph_args = helper_files.client_files(state_dir, config)
-    spec = '/'.join(p for p in (pool, namespace, image) if p)
-    args = [_which('rbd-nbd') or 'rbd-nbd', 'map', '-c', conf]
-    if snap:
-        args += ['--snap', snap]
-    if not writable:
-        args.append('--read-only')
-    env = dict(os.environ)
-    env['CEPH_ARGS'] = ceph_args + ' ' + helper_files.admin_socket_arg(state_dir, image)
-    device = _run(args + [spec], env=env).splitlines()[-1].strip()
-    if not device.startswith('/dev/nbd'):
-        raise SRError('VDIUnavailable', 'rbd-nbd map %s gave no device' % spec)
-    return {'kind': 'nbd', 'device': device, 'image': image}
-
-
-def nbd_detach(record):
-    if record.get('device') and os.path.exists(record['device']):
-        _run([_which('rbd-nbd') or 'rbd-nbd', 'unmap', record['device']])
-
-
-# --- krbd (real hosts with a recent kernel; not verifiable here) -------------------------
-
-def krbd_attach(config, pool, namespace, image, snap, writable, mon_addrs):
-    opts = ['name=%s' % (config.get('user') or 'admin')]
-    if config.get('key'):
-        opts.append('secret=%s' % config['key'])
-    if namespace:
-        opts.append('_pool_ns=%s' % namespace)
-    if not writable:
-        opts.append('ro')
-    line = '%s %s %s %s %s' % (mon_addrs, ','.join(opts), pool, image, snap or '-')
-    fd = os.open('/sys/bus/rbd/add_single_major', os.O_WRONLY)
-    try:
-        os.write(fd, line.encode())
-    except OSError as e:
-        raise SRError('VDIUnavailable', 'krbd map of %s/%s failed: %s'
-                      % (pool, image, os.strerror(e.errno)))
-    finally:
-        os.close(fd)
-    dev_id = _krbd_find(pool, namespace, image, snap or '-')
-    if dev_id is None:
-        raise SRError('VDIUnavailable', 'krbd mapped %s but no device appeared' % image)
-    return {'kind': 'krbd', 'device': '/dev/rbd%s' % dev_id, 'id': dev_id, 'image': image}
-
-
-def _krbd_find(pool, namespace, image, snap):
-    base = '/sys/bus/rbd/devices'
-    for dev_id in sorted(os.listdir(base)) if os.path.isdir(base) else ():
-        values = {}
-        for attr in ('pool', 'pool_ns', 'name', 'current_snap'):
-            try:
-                with open(os.path.join(base, dev_id, attr)) as f:
-                    values[attr] = f.read().strip()
-            except (IOError, OSError):
-                values[attr] = ''
-        if (values['pool'], values['pool_ns'], values['name'], values['current_snap']) == \
-                (pool, namespace, image, snap):
-            return dev_id
-    return None
-
-
-def krbd_detach(record):
-    try:
-        fd = os.open('/sys/bus/rbd/remove_single_major', os.O_WRONLY)
-    except OSError as e:
-        if e.errno == errno.ENOENT:
-            return
-        raise
-    try:
-        os.write(fd, str(record['id']).encode())
-    except OSError as e:
-        if e.errno != errno.ENOENT:
-            raise SRError('VDIUnavailable', 'krbd unmap of %s failed: %s'
-                          % (record.get('device'), os.strerror(e.errno)))
-    finally:
-        os.close(fd)
-
-
 def device_of(record):
     return record.get('loop') or record.get('device')
 
 
+def alive(record):
+    """Whether the device of ``record`` still serves this attach (a killed rbd-nbd
+    daemon, or an attach killed before it knew its device, leaves one that does not)."""
+    from drivers.ceph import krbd, rbd_nbd
+    kind = record.get('kind')
+    if record.get('state') == 'mapping':
+        return False
+    if kind == 'nbd':
+        return rbd_nbd.alive(record)
+    if kind == 'krbd':
+        return krbd.alive(record)
+    return bool(device_of(record)) and os.path.exists(device_of(record))
+
+
 def detach(record):
+    from drivers.ceph import krbd, rbd_nbd
     kind = record.get('kind')
     if kind == 'fuse':
         fuse_detach(record)
     elif kind == 'nbd':
-        nbd_detach(record)
+        rbd_nbd.unmap(record)
     elif kind == 'krbd':
-        krbd_detach(record)
+        krbd.unmap(record)

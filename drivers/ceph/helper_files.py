@@ -1,6 +1,6 @@
-"""Files a helper daemon (rbd-fuse, rbd-nbd) reads its credentials from, in the
-SR's per-host state dir: never a key on a command line. They are removed at
-sr_detach and sr_delete (the keyring holds the key)."""
+"""Credentials for the datapath: the files a helper daemon (rbd-fuse, rbd-nbd) reads
+them from, in the SR's per-host state dir (never a key on a command line; removed at
+sr_detach and sr_delete), and the key itself for krbd, which cannot read a keyring."""
 
 import os
 
@@ -64,3 +64,49 @@ def _write_private(path, text):
     with os.fdopen(fd, 'w') as f:
         f.write(text)
     os.rename(path + '.tmp', path)
+
+
+def secret(config, conf_get):
+    """The cephx key of the SR's user, wherever device-config puts it: ``key``, the
+    ``keyring`` file, or what the ``conf`` names (``key``, ``keyfile``, ``keyring``).
+    ``conf_get(option)`` reads the effective option of a librados handle made from
+    this device-config (metavariables expanded). None when nothing holds it."""
+    if config.get('key'):
+        return config['key']
+    name = 'client.%s' % (config.get('user') or 'admin')
+    paths = [config['keyring']] if config.get('keyring') else []
+    if not paths:
+        inline = conf_get('key')
+        if inline:
+            return inline.strip()
+        keyfile = conf_get('keyfile')
+        if keyfile:
+            try:
+                with open(keyfile) as f:
+                    return f.read().strip() or None
+            except (IOError, OSError):
+                pass
+        paths = [p.strip() for p in (conf_get('keyring') or '').split(',') if p.strip()]
+    for path in paths:
+        key = _keyring_key(path, name)
+        if key:
+            return key
+    return None
+
+
+def _keyring_key(path, name):
+    """``key`` of section ``[name]`` of a plain-text keyring file."""
+    section = None
+    try:
+        with open(path) as f:
+            for line in f:
+                line = line.strip()
+                if line.startswith('[') and line.endswith(']'):
+                    section = line[1:-1].strip()
+                elif section == name and '=' in line:
+                    key, value = line.split('=', 1)
+                    if key.strip() == 'key':
+                        return value.strip().strip('"')
+    except (IOError, OSError, UnicodeDecodeError):
+        pass
+    return None

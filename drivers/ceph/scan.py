@@ -25,6 +25,7 @@ class ScanMixin(object):
         or back (their intents); list() then collects orphan images."""
         if not self.ctx.is_master:
             return
+        self.clean_datapaths()   # attach.py: kernel devices killed commands left mapped
         intents = self._intents(self._omap())
         if intents:
             self._recover_all(intents)

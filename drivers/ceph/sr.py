@@ -12,6 +12,8 @@ from drivers.ceph.connection import ceph_error, mapped, rados_module, rbd_module
 class SRMixin(object):
     @mapped()
     def sr_create(self, physical_size):
+        from drivers.ceph import datapath
+        datapath.check_tools(self.config.get('datapath'))   # this host can attach its VDIs
         rbd, rados = rbd_module(), rados_module()
         root = self.cluster.ioctx(self.pool, '')
         try:

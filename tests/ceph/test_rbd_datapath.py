@@ -165,3 +165,64 @@ def test_snapshot_deleted_while_attached_is_collected_at_detach(pool, sr, device
     assert sr.images() == [base]
     for dp in pool.db.find("datapath", VDI=s):
         pool.db.delete("datapath", dp)
+
+
+# --- what a host lacks for a datapath -------------------------------------------------------
+
+@pytest.mark.parametrize("datapath,named", [("nbd", "nbd kernel module"),
+                                            ("krbd", "rbd kernel module")])
+def test_sr_create_names_what_this_host_lacks_for_a_forced_datapath(pool, device_config,
+                                                                     datapath, named):
+    """This machine has neither module (the guest suites run these paths for real)."""
+    from drivers.ceph.datapath import module_available
+    import shutil
+    if module_available(datapath.replace("krbd", "rbd")):
+        pytest.skip("this kernel has the %s module" % datapath)
+    if datapath == "nbd" and not shutil.which("rbd-nbd"):
+        named = "install the rbd-nbd package"    # the first thing it lacks
+    with pytest.raises(XapiError) as e:
+        pool.sr_create("rbd", dict(device_config, datapath=datapath), name_label="lacks",
+                       shared=True)
+    assert e.value.code == "SR_BACKEND_FAILURE_47"
+    assert named in str(e.value.params)
+
+
+def test_a_missing_rbd_nbd_is_named_with_its_package(monkeypatch):
+    from drivers.ceph import datapath, rbd_nbd
+    from framework.errors import SRError
+    real = datapath._which
+    monkeypatch.setattr(datapath, "_which", lambda n: None if n == "rbd-nbd" else real(n))
+    monkeypatch.setattr(rbd_nbd, "which", lambda n: None if n == "rbd-nbd" else real(n))
+    with pytest.raises(SRError) as e:
+        datapath.check_tools("nbd")
+    assert e.value.name == "SRUnavailable" and "install the rbd-nbd package" in e.value.detail
+    with pytest.raises(SRError) as e:
+        rbd_nbd.map_image("/nonexistent", {}, "rbd", "", "img", None, True, "t")
+    assert e.value.name == "VDIUnavailable" and "rbd-nbd package" in e.value.detail
+
+
+@pytest.mark.parametrize("creds", ["key", "keyring", "conf-only"])
+def test_krbd_gets_key_and_monitors_from_any_device_config(ceph_env, creds):
+    """What krbd hands the kernel, from each way device-config can name the cluster
+    (the mapping itself runs in the guest: tests/hostpath)."""
+    from drivers.ceph import helper_files, krbd
+    from drivers.ceph.connection import Cluster
+    dc = {"user": ceph_env["SRKIT_CEPH_USER"]}
+    if creds == "key":
+        dc.update(monitors=ceph_env["SRKIT_CEPH_MONITORS"], key=ceph_env["SRKIT_CEPH_KEY"])
+    elif creds == "keyring":
+        v2 = [a for a in ceph_env["SRKIT_CEPH_MONITORS"].strip("[]").split(",")
+              if a.startswith("v2:")]
+        dc.update(monitors="[%s]" % v2[0], keyring=ceph_env["SRKIT_CEPH_KEYRING"])
+    else:
+        dc.update(conf=ceph_env["SRKIT_CEPH_CONF"])
+    c = Cluster(dc)
+    try:
+        assert helper_files.secret(dc, c.rados.conf_get) == ceph_env["SRKIT_CEPH_KEY"]
+        addrs, mode = krbd.monitors(c.rados)
+    finally:
+        c.close()
+    mons = ceph_env["SRKIT_CEPH_MONITORS"].strip("[]").split(",")
+    want = "v2" if krbd.kernel_at_least(5, 11) else "v1"
+    assert addrs == [m[3:] for m in mons if m.startswith(want + ":")][0]
+    assert mode == ("prefer-crc" if want == "v2" else None)

@@ -19,7 +19,7 @@ import tempfile
 
 from simulator import Pool
 from simulator.errors import XapiError
-from simulator.testkit import write_at
+from simulator.testkit import detach_all, write_at
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
@@ -33,6 +33,9 @@ COMMANDS = (('vdi_create', 'VDI_CREATE'), ('vdi_delete', 'VDI_DELETE'),
             ('vdi_snapshot', 'VDI_SNAPSHOT'), ('vdi_clone', 'VDI_CLONE'),
             ('vdi_resize', 'VDI_RESIZE'), ('vdi_revert', 'VDI_REVERT'),
             ('vdi_update', 'VDI_UPDATE'))
+# a datapath that outlives the driver process (a daemon, a kernel mapping) is mutable
+# state of the host too: a profile opts in with DATAPATH_CRASH = True (README.md)
+DATAPATH_COMMANDS = ('vdi_attach', 'vdi_detach')
 
 
 def pattern(label):
@@ -129,6 +132,14 @@ class Scenario(object):
             action = lambda: self.pool.vdi_update(ref)  # noqa: E731
         elif command == 'sr_scan':
             action = lambda: self.pool.sr_scan(self.sr)  # noqa: E731
+        elif command == 'vdi_attach':
+            action = lambda: self.pool.vdi_attach(ref)  # noqa: E731
+        elif command == 'vdi_detach':
+            # attached and deactivated unarmed: the armed run is vdi_detach's alone
+            self.pool.vdi_attach(ref)
+            if 'VDI_DEACTIVATE' in self.features:
+                self.pool.call('vdi_deactivate', vdi=ref)
+            action = lambda: self._detach(ref)  # noqa: E731
         else:
             raise ValueError(command)
         self.before = set(self.expect)
@@ -155,6 +166,11 @@ class Scenario(object):
         finally:
             del self.pool._exec
             self.disarmed()
+
+    def _detach(self, ref):
+        self.pool.call('vdi_detach', vdi=ref)
+        for dp in self.pool.db.find('datapath', VDI=ref):
+            self.pool.db.delete('datapath', dp)
 
     def observe(self):
         """Narrow the model to what the SR now holds (after a check found it allowed)."""
@@ -204,6 +220,9 @@ class Scenario(object):
                 data = p.read(self.device_config, self.sr_uuid, location, 0, BLOCK)
                 if data not in allowed:
                     problems.append('VDI %s reads %r..., not its own bytes' % (uuid, data[:24]))
+        leftovers = getattr(p, 'leftovers', None)
+        for left in leftovers(self.device_config, self.sr_uuid) if leftovers else ():
+            problems.append('datapath left behind: %s' % left)
         return problems
 
     def retry(self, command):
@@ -211,6 +230,8 @@ class Scenario(object):
         if command == 'vdi_delete' and self.uuid_gone(self.A):
             return
         self.run(command)
+        if command == 'vdi_attach':
+            self.pool.vdi_detach(self.A)
 
     def uuid_gone(self, ref):
         return ref not in self.pool.sr_record(self.sr)['VDIs']
@@ -219,6 +240,7 @@ class Scenario(object):
         """Remove every VDI and the SR: a recovered SR must be removable."""
         problems = []
         try:
+            detach_all(self.pool)
             for ref in self.pool.sr_record(self.sr)['VDIs']:
                 self.pool.vdi_destroy(ref)
             for pbd in self.pool.sr_record(self.sr)['PBDs']:
@@ -292,7 +314,8 @@ def supported_commands(profile, workdir):
     finally:
         pool.close()
     return [c for c, feature in COMMANDS if feature in features
-            and (c != 'vdi_revert' or 'VDI_SNAPSHOT' in features)]
+            and (c != 'vdi_revert' or 'VDI_SNAPSHOT' in features)] + \
+        list(DATAPATH_COMMANDS if getattr(profile, 'DATAPATH_CRASH', False) else ())
 
 
 def workdir(base, name):

@@ -7,12 +7,19 @@ holding its record ``srkit.vdi.U`` is VDI ``U``; snapshot ``S`` of an image hold
 ``srkit.vdi.S`` is snapshot VDI ``S``; ``<image>@.clone-X`` belongs to clone ``X``
 while image ``X`` hangs from it; an image without a record of its own is kept for
 its dependants (snapshot VDIs, clones). Anything else is reported as a leak.
+
+``SRKIT_RBD_DATAPATH`` (default fuse) picks the datapath; with a kernel one (nbd,
+krbd: the guest's tests/hostpath) vdi_attach and vdi_detach join the matrix, and
+``leftovers`` reports what a killed command left on the host: a watcher of an image
+of the SR (Ceph's view), a krbd device or an rbd-nbd daemon of the SR's namespace.
 """
 import os
 
 TYPE = 'rbd'
 EXECUTABLE = 'RBDSR'
 EXTRA_ENV = {}
+DATAPATH = os.environ.get('SRKIT_RBD_DATAPATH', 'fuse')
+DATAPATH_CRASH = DATAPATH in ('nbd', 'krbd')
 
 
 def unavailable():
@@ -30,7 +37,7 @@ def device_config(workdir):
     e = os.environ
     return {'monitors': e['SRKIT_CEPH_MONITORS'], 'user': e['SRKIT_CEPH_USER'],
             'key': e['SRKIT_CEPH_KEY'], 'pool': e.get('SRKIT_CEPH_POOL', 'rbd'),
-            'datapath': 'fuse'}
+            'datapath': DATAPATH}
 
 
 class _Namespace(object):
@@ -131,3 +138,25 @@ def cleanup(device_config, sr_uuid):
             rbd.RBD().namespace_remove(io, sr_uuid)
         except rbd.Error:
             pass
+
+
+def leftovers(device_config, sr_uuid):
+    """What still maps or serves an image of the SR on this host, and who watches one."""
+    import rbd
+    found = []
+    with _Namespace(device_config, sr_uuid) as io:
+        for name in sorted(rbd.RBD().list(io)):
+            with rbd.Image(io, name, read_only=True) as img:
+                found += ['watcher %s of image %s' % (w['addr'], name)
+                          for w in img.watchers_list()]
+    base = '/sys/bus/rbd/devices'
+    for dev in sorted(os.listdir(base)) if os.path.isdir(base) else ():
+        with open(os.path.join(base, dev, 'config_info')) as f:
+            if '_pool_ns=%s' % sr_uuid in f.read():
+                found.append('krbd device /dev/rbd%s' % dev)
+    from simulator.testkit import processes
+    for pid, argv in processes():
+        if argv and argv[0].endswith(b'rbd-nbd') and \
+                any(('/%s/' % sr_uuid).encode() in a for a in argv):
+            found.append('rbd-nbd daemon %d' % pid)
+    return found

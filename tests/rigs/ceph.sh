@@ -2,7 +2,8 @@
 # Test rig: a real single-node Ceph (mon + mgr + one bluestore-on-file OSD) on
 # 127.0.0.1 with cephx, all state under one directory.
 #
-#   tests/rigs/ceph.sh install      apt packages + rados/rbd bindings for the tools' python3
+#   tests/rigs/ceph.sh install      apt packages (rbd-fuse, and rbd-nbd for the guest's datapath
+#                                   tests) + rados/rbd bindings for the tools' python3
 #   tests/rigs/ceph.sh up DIR       start the cluster in DIR (must not exist or be empty)
 #   tests/rigs/ceph.sh env DIR      print the exports tests need (eval "$(... env DIR)")
 #   tests/rigs/ceph.sh down DIR     stop the daemons (pid files, guarded) and rm -rf DIR
@@ -10,7 +11,8 @@
 #
 # Knobs (environment): CEPH_MON_PORT (default: first free from 3300), CEPH_MON_V1_PORT
 # (default: first free from 6789; 0 = msgr2 only),
-# CEPH_MGR (1; 0 = no mgr: I/O works, usage stats are 0), CEPH_OBJECTSTORE (bluestore|memstore).
+# CEPH_MGR (1; 0 = no mgr: I/O works, usage stats are 0), CEPH_OBJECTSTORE (bluestore|memstore),
+# CEPH_WAIT_SCALE (1; multiplies how long up waits for the daemons: 10 in the TCG guest).
 #
 # Pools made by `up`: `rbd` (replicated, size 1, rbd application) and `rbd-data`
 # (a second replicated pool used to exercise the data_pool option; an erasure-coded
@@ -45,7 +47,11 @@ pybind() {
 }
 
 write_conf() {
-    local D=$1 fsid=$2 monaddr=$3
+    local D=$1 fsid=$2 monaddr=$3 ec_plugins=""
+    # Debian's erasure-code plugins use SSSE3 without asking the CPU: on a CPU without
+    # it (the guest of tests/rigs/guest.sh: qemu64) every daemon dies of SIGILL at the
+    # plugins' preload. The rig's pools are replicated, so none is needed there.
+    grep -qw ssse3 /proc/cpuinfo || ec_plugins="osd erasure code plugins ="
     cat > "$D/ceph.conf" <<CONF
 [global]
 fsid = $fsid
@@ -73,6 +79,7 @@ mon max pg per osd = 1000
 mgr stats period = 1
 mon mgr digest period = 1
 keyring = $D/\$cluster.\$name.keyring
+$ec_plugins
 run dir = $D/run
 admin socket = $D/run/\$cluster-\$name.asok
 pid file = $D/run/\$cluster-\$name.pid
@@ -152,7 +159,9 @@ up() {
     monmaptool --create --fsid "$fsid" --addv a "$monaddr" "$D/monmap" >/dev/null
     ceph-mon -c "$C" --mkfs -i a --monmap "$D/monmap" --keyring "$D/mon.keyring"
     ceph-mon -c "$C" -i a
-    wait_for 30 timeout 5 ceph -c "$C" mon stat || die "mon did not come up"
+    # the ceph CLI is python: ~1 s here, far more in the TCG guest (CEPH_WAIT_SCALE=10)
+    local w=${CEPH_WAIT_SCALE:-1}
+    wait_for $((30 * w)) timeout $((5 * w)) ceph -c "$C" mon stat || die "mon did not come up"
     if [ "${CEPH_MGR:-1}" != 0 ] && command -v ceph-mgr >/dev/null; then
         ceph -c "$C" auth get-or-create mgr.x mon 'allow profile mgr' osd 'allow *' mds 'allow *' \
             -o "$D/mgr/ceph-x/keyring"
@@ -169,7 +178,8 @@ up() {
         ceph -c "$C" osd pool create "$pool" 8 8 replicated >/dev/null 2>&1
         rbd -c "$C" pool init "$pool"
     done
-    wait_for 60 timeout 10 rados -c "$C" -p rbd put srkit-probe /etc/hostname || die "pool rbd not writable"
+    wait_for $((60 * w)) timeout $((10 * w)) rados -c "$C" -p rbd put srkit-probe /etc/hostname \
+        || die "pool rbd not writable"
     rados -c "$C" -p rbd rm srkit-probe
     # the driver's own user: least privilege an XCP-ng pool would be given
     ceph -c "$C" auth get-or-create client.srkit mon 'profile rbd' mgr 'profile rbd' \
@@ -234,7 +244,7 @@ down() {
 
 cmd=${1:-}; shift || true
 case "$cmd" in
-    install) apt_install ceph-mon ceph-osd ceph-mgr ceph-common python3-rados python3-rbd rbd-fuse; pybind "${1:-python3}";;
+    install) apt_install ceph-mon ceph-osd ceph-mgr ceph-common python3-rados python3-rbd rbd-fuse rbd-nbd; pybind "${1:-python3}";;
     pybind) pybind "${1:-python3}";;
     up) up "$@";;
     down) down "$@";;

@@ -1,0 +1,34 @@
+"""The crash matrix (tests/crash) for rbd's kernel datapaths: vdi_attach and vdi_detach
+killed at every crash point they pass with rbd-nbd and with krbd, then two scans,
+then the matrix's checks plus what the host still maps: no rbd-nbd daemon, krbd
+device or image watcher of the SR may be left (tests/crash/profile_rbd.py)."""
+import os
+import sys
+
+import pytest
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
+                                "crash"))
+
+import matrix  # noqa: E402
+
+# every kill costs a fresh SR and base state; SRKIT_RBD_CRASH=0, exported before
+# ./dev test, leaves these rows out of a quick run
+pytestmark = [pytest.mark.hostpath, pytest.mark.skipif(
+    os.environ.get("SRKIT_RBD_CRASH") == "0", reason="SRKIT_RBD_CRASH=0")]
+
+
+@pytest.mark.parametrize("command", matrix.DATAPATH_COMMANDS)
+@pytest.mark.parametrize("datapath", ["nbd", "krbd"])
+def test_kernel_datapath_crash_matrix(guest_ceph, tmp_path, monkeypatch, datapath, command):
+    monkeypatch.setenv("SRKIT_RBD_DATAPATH", datapath)
+    profile = matrix.load_profile("rbd")
+    assert command in matrix.supported_commands(profile, matrix.workdir(tmp_path, "caps"))
+    points = matrix.trace_points(profile, command, matrix.workdir(tmp_path, "trace"))
+    assert points, "%s passes no crash point" % command
+    failures = []
+    for point in points:
+        for problem in matrix.crash_at(profile, command, point,
+                                       matrix.workdir(tmp_path, point.replace("@", "-"))):
+            failures.append("%s killed at %s: %s" % (command, point, problem))
+    assert not failures, "\n".join(failures)
