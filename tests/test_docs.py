@@ -35,7 +35,8 @@ def install_doc_rows():
     with open(path) as f:
         section = f.read().split('\n## What each driver needs', 1)[1].split('\n## ', 1)[0]
     rows = {}
-    for line in section.splitlines():
+    table = section.split('\n|', 1)[1].split('\n\n', 1)[0]   # the section's first table only
+    for line in ('|' + table).splitlines():
         cells = [c.strip() for c in line.strip().strip('|').split('|')]
         named = re.match(r'^`([a-z0-9]+)`$', cells[0]) if line.startswith('|') else None
         if named:
