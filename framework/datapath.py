@@ -4,8 +4,6 @@ Each is idempotent through a per-host marker (framework.markers): xapi may repea
 them, e.g. after a toolstack restart.
 """
 
-import os
-
 from framework.errors import SRError
 from framework.locks import vdi_lock
 from framework.markers import Marker
@@ -18,7 +16,7 @@ def attach_location(inv, location, writable):
     so both agree on which device a VDI has here."""
     marker = Marker(inv, location, 'attach')
     known = marker.read()
-    if known and os.path.exists(known):
+    if known and inv.driver.device_alive(location, known):
         path = known
     else:
         volume = volume_at(inv, location)

@@ -138,6 +138,13 @@ class Driver(object):
         """Undo ``attach`` on this host."""
         raise NotImplementedError
 
+    def device_alive(self, uuid, path):
+        """Whether ``path``, returned by an earlier ``attach`` on this host, still
+        serves the volume. A repeated vdi_attach returns it only then, else calls
+        ``attach`` again. Override where a device node can outlive what serves it
+        (a userspace daemon behind /dev/nbdN). Default: the node exists."""
+        return os.path.exists(path)
+
     # --- optional primitives (each one implies a capability) -----------------
     def sr_attach(self):
         """Connect this host to the SR (mount, log in). Default: nothing to do."""

@@ -12,7 +12,7 @@ class Marker(object):
     """A per-host record that a VDI is attached/active here (idempotency)."""
 
     def __init__(self, inv, location, kind):
-        self.path = os.path.join(inv.state_dir, '%s.%s' % (check_location(location), kind))
+        self.path = _path(inv.state_dir, location, kind)
 
     @staticmethod
     def locations(inv, kind):
@@ -42,4 +42,14 @@ class Marker(object):
 
 
 def attached_here(inv, location):
-    return Marker(inv, location, 'attach').read() is not None
+    return attached_in(inv.state_dir, location)
+
+
+def attached_in(state_dir, location):
+    """Whether vdi_attach of ``location`` completed on this host (for a driver cleaning
+    a datapath that a killed vdi_attach left behind: xapi never detaches those)."""
+    return os.path.exists(_path(state_dir, location, 'attach'))
+
+
+def _path(state_dir, location, kind):
+    return os.path.join(state_dir, '%s.%s' % (check_location(location), kind))

@@ -17,8 +17,8 @@ DRIVERS = {
                 'install glusterfs-fuse (the FUSE client, mount.glusterfs); glusterfs-api '
                 'for server_copy=reflink'),
     's3': ('drivers.s3.driver:S3Driver',
-           'install python3-boto3 and python3-zstandard, and for attach nbdkit, '
-           'nbdkit-plugin-python, libnbd-bin (nbdfuse) and fuse3'),
+           'install python3-boto3 and python3-zstandard, and for attach nbd-client '
+           '(or, where the nbd module is missing, libnbd-bin for nbdfuse and fuse3)'),
     'zfsvol': ('drivers.zfs.driver:ZFSVolDriver',
                'install zfsutils-linux (the zfs command) and optionally python3-pyzfs'),
 }
