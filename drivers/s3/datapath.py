@@ -30,7 +30,7 @@ from drivers.files import fusedev as fuse
 from drivers.s3 import nbd_device
 
 CHOICES = ('auto', 'nbd', 'fuse')
-START_TIMEOUT = 30.0
+START_TIMEOUT = 120.0     # a cold python + boto3 start on a loaded host (a TCG guest: ~30 s)
 FLUSH_TIMEOUT = 600.0
 SERVER = os.path.join(os.path.dirname(os.path.realpath(__file__)), 'nbd_server.py')
 FUSE_PACKAGES = 'nbdfuse (libnbd-bin on Debian, libnbd on EL) and fuse3'
