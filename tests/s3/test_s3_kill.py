@@ -117,3 +117,42 @@ def test_s3_server_killed_mid_upload_keeps_last_flush(pool, private_server, devi
         sr.gc(grace=0)       # the orphans of the failed upload go; the VDI is intact
         assert set(sr.chunks()) == set(flushed.values())
         assert read_vdi(pool, v, 0, 8 * MiB) == pattern("flushed", 8 * MiB)
+
+
+def _loops_of(root):
+    out = []
+    for name in os.listdir("/sys/block"):
+        try:
+            with open("/sys/block/%s/loop/backing_file" % name) as f:
+                if f.read().startswith(root):
+                    out.append(name)
+        except OSError:
+            pass
+    return out
+
+
+@pytest.mark.parametrize("recovery", ["attach", "scan"])
+@pytest.mark.parametrize("point", ["s3.attach.after-server", "s3.attach.after-connect"])
+def test_killed_attach_is_undone_by_the_next_attach_or_scan(pool, sr, point, recovery):
+    """The fuse datapath's side of the crash matrix of tests/hostpath/test_s3_leftovers.py
+    (same records, same recovery): no server, mount or loop device is left."""
+    v = pool.vdi_create(sr.ref, 2 * CHUNK, name_label="victim")
+    uuid = sr.location(v)
+    write_at(pool.vdi_attach(v)["params"], 0, pattern("flushed", 2 * CHUNK))
+    pool.vdi_detach(v)
+    pool.config["extra_env"] = {"SRKIT_CRASH_AT": point}
+    with pytest.raises(Exception):
+        pool.call("vdi_attach", vdi=v, args=["true"])
+    pool.config["extra_env"] = {}
+    assert len(servers_of(uuid)) == 1
+    if recovery == "scan":
+        pool.sr_scan(sr.ref)
+        assert servers_of(uuid) == [] and _loops_of(pool.path) == []
+    path = pool.vdi_attach(v)["params"]
+    assert len(servers_of(uuid)) == 1 and len(_loops_of(pool.path)) == 1
+    write_at(path, CHUNK, pattern("after", CHUNK))
+    pool.vdi_detach(v)
+    assert servers_of(uuid) == [] and _loops_of(pool.path) == []
+    with open("/proc/mounts") as f:
+        assert uuid not in f.read()
+    assert read_vdi(pool, v, 0, 2 * CHUNK) == pattern("flushed", CHUNK) + pattern("after", CHUNK)
