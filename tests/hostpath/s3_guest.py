@@ -77,12 +77,20 @@ def device_config(guest_s3, tmp_path):
 
 
 @pytest.fixture
-def pool(tmp_path, guest_s3):
+def nbds(guest_s3):
+    """() -> the /dev/nbdN connected since the test started (other suites' devices, in
+    the same guest, are not this test's)."""
+    before = set(connected_nbds())
+    return lambda: [d for d in connected_nbds() if d not in before]
+
+
+@pytest.fixture
+def pool(tmp_path, nbds):
     """A two-host simulated pool; afterwards no device is left connected, no server runs."""
     with sim_pool(str(tmp_path / "pool"), hosts=2) as p:
         yield p
-    left = connected_nbds()
-    for dev in left:     # the guest is ours: every connected nbd is this test's leftover
+    left = nbds()
+    for dev in left:
         subprocess.run(["nbd-client", "-d", dev], capture_output=True)
     cleanup_datapaths(str(tmp_path), servers=(b"nbd",))
     assert left == [], "devices left connected: %s" % left

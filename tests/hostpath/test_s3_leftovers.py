@@ -11,7 +11,7 @@ import os
 
 import pytest
 
-from s3_guest import (admin, connected_nbds, device_config, guest_s3, make_sr,  # noqa: F401
+from s3_guest import (admin, device_config, guest_s3, make_sr, nbds,  # noqa: F401
                       pool, servers_of, sr)
 from s3_rig import CHUNK, pattern, read_vdi, write_vdi
 from simulator.testkit import read_at, write_at
@@ -49,7 +49,7 @@ def test_the_points_are_the_ones_an_attach_and_detach_pass(pool, sr, tmp_path):
 
 @pytest.mark.parametrize("recovery", ["attach", "scan"])
 @pytest.mark.parametrize("point", ATTACH_POINTS)
-def test_killed_attach_is_undone_by_the_next_attach_or_scan(pool, sr, point, recovery):
+def test_killed_attach_is_undone_by_the_next_attach_or_scan(pool, sr, point, recovery, nbds):
     v = pool.vdi_create(sr.ref, 2 * CHUNK, name_label="victim")
     uuid = sr.location(v)
     write_vdi(pool, v, 0, pattern("flushed", 2 * CHUNK))
@@ -59,23 +59,23 @@ def test_killed_attach_is_undone_by_the_next_attach_or_scan(pool, sr, point, rec
     _armed(pool)
     assert len(servers_of(uuid)) == 1            # what the killed attach left running
     if point == "s3.attach.after-connect":
-        assert len(connected_nbds()) == 1
+        assert len(nbds()) == 1
     if recovery == "scan":
         pool.sr_scan(sr.ref)
-        assert connected_nbds() == [] and servers_of(uuid) == []
+        assert nbds() == [] and servers_of(uuid) == []
         assert _state_files(pool, sr, uuid) == []
     path = pool.vdi_attach(v)["params"]
-    assert connected_nbds() == [path] and len(servers_of(uuid)) == 1
+    assert nbds() == [path] and len(servers_of(uuid)) == 1
     assert read_at(path, 0, 2 * CHUNK) == pattern("flushed", 2 * CHUNK)
     write_at(path, CHUNK, pattern("after", CHUNK))
     pool.vdi_detach(v)
-    assert connected_nbds() == [] and servers_of(uuid) == []
+    assert nbds() == [] and servers_of(uuid) == []
     assert _state_files(pool, sr, uuid) == []
     assert read_vdi(pool, v, 0, 2 * CHUNK) == pattern("flushed", CHUNK) + pattern("after", CHUNK)
 
 
 @pytest.mark.parametrize("point", DETACH_POINTS)
-def test_killed_detach_is_finished_by_the_retried_detach(pool, sr, point):
+def test_killed_detach_is_finished_by_the_retried_detach(pool, sr, point, nbds):
     v = pool.vdi_create(sr.ref, 2 * CHUNK, name_label="victim")
     uuid = sr.location(v)
     path = pool.vdi_attach(v)["params"]
@@ -84,20 +84,20 @@ def test_killed_detach_is_finished_by_the_retried_detach(pool, sr, point):
     with pytest.raises(Exception):
         pool.vdi_detach(v)
     _armed(pool)
-    assert connected_nbds() == []                 # the device went first
+    assert nbds() == []                 # the device went first
     pool.sr_scan(sr.ref)                          # xapi still has it attached: left alone
     pool.vdi_detach(v)
-    assert connected_nbds() == [] and servers_of(uuid) == []
+    assert nbds() == [] and servers_of(uuid) == []
     assert _state_files(pool, sr, uuid) == []
     assert read_vdi(pool, v, 0, 2 * CHUNK) == pattern("last", 2 * CHUNK)
 
 
-def test_scan_leaves_an_attached_vdi_alone(pool, sr):
+def test_scan_leaves_an_attached_vdi_alone(pool, sr, nbds):
     v = pool.vdi_create(sr.ref, CHUNK, name_label="busy")
     uuid = sr.location(v)
     path = pool.vdi_attach(v)["params"]
     pool.sr_scan(sr.ref)
-    assert connected_nbds() == [path] and len(servers_of(uuid)) == 1
+    assert nbds() == [path] and len(servers_of(uuid)) == 1
     write_at(path, 0, pattern("still", CHUNK))
     pool.vdi_detach(v)
     assert read_vdi(pool, v, 0, CHUNK) == pattern("still", CHUNK)

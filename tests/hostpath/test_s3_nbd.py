@@ -10,7 +10,7 @@ import time
 
 import pytest
 
-from s3_guest import (admin, connected_nbds, device_config, guest_s3, make_sr,  # noqa: F401
+from s3_guest import (admin, device_config, guest_s3, make_sr, nbds,  # noqa: F401
                       pool, servers_of, sr)
 from s3_rig import CHUNK, MiB, pattern, read_vdi
 from simulator.conformance import outcome
@@ -36,17 +36,17 @@ def _direct_write(path, offset, data, flags=0):
         os.close(fd)
 
 
-def test_auto_attaches_through_nbd_and_data_reads_back_through_a_second_attach(pool, sr):
+def test_auto_attaches_through_nbd_and_data_reads_back_through_a_second_attach(pool, sr, nbds):
     v = pool.vdi_create(sr.ref, 4 * CHUNK, name_label="disk")
     uuid = sr.location(v)
     path = pool.vdi_attach(v)["params"]
-    assert path.startswith("/dev/nbd") and path in connected_nbds()
+    assert path.startswith("/dev/nbd") and path in nbds()
     assert "through datapath nbd: %s" % path in _smlog(pool)
     data = pattern("kernel", 3 * CHUNK + 4096)
     write_at(path, 512, data)
     assert read_at(path, 512, len(data)) == data
     pool.vdi_detach(v)
-    assert path not in connected_nbds() and servers_of(uuid) == []
+    assert path not in nbds() and servers_of(uuid) == []
     assert "detached from datapath nbd (%s)" % path in _smlog(pool)
     # the manifest names the chunks; a read-only attach on the other host reads them
     assert sorted(sr.manifest(uuid)["chunks"]) == ["0", "1", "2", "3"]
@@ -62,7 +62,7 @@ def test_auto_attaches_through_nbd_and_data_reads_back_through_a_second_attach(p
             write_at(ro, 0, b"x" * 512)
     finally:
         pool.vdi_detach(v, host=other)
-    assert connected_nbds() == []
+    assert nbds() == []
 
 
 def test_flush_and_fua_reach_s3(pool, sr):
@@ -103,7 +103,7 @@ def test_discard_makes_holes(pool, sr):
     assert data == full[:CHUNK] + bytes(2 * CHUNK) + full[3 * CHUNK:]
 
 
-def test_server_killed_mid_write_then_detach_attach_reads_last_flush(pool, sr):
+def test_server_killed_mid_write_then_detach_attach_reads_last_flush(pool, sr, nbds):
     v = pool.vdi_create(sr.ref, 4 * MiB, name_label="victim")
     uuid = sr.location(v)
     path = pool.vdi_attach(v)["params"]
@@ -129,11 +129,11 @@ def test_server_killed_mid_write_then_detach_attach_reads_last_flush(pool, sr):
     t.join(60)
     assert not t.is_alive() and errors, "writes to a dead server must fail"
     pool.vdi_detach(v)
-    assert connected_nbds() == [] and servers_of(uuid) == []
+    assert nbds() == [] and servers_of(uuid) == []
     assert read_vdi(pool, v, 0, 4 * MiB) == pattern("flushed", 4 * MiB)
 
 
-def test_attach_again_after_the_server_died_serves_the_vdi(pool, sr):
+def test_attach_again_after_the_server_died_serves_the_vdi(pool, sr, nbds):
     """xapi repeats vdi_attach (a toolstack restart): a device whose server is gone is
     not returned; the attach makes a working one."""
     v = pool.vdi_create(sr.ref, 2 * CHUNK, name_label="again")
@@ -143,15 +143,15 @@ def test_attach_again_after_the_server_died_serves_the_vdi(pool, sr):
     (server,) = servers_of(uuid)
     os.kill(server, signal.SIGKILL)
     again = pool.call("vdi_attach", vdi=v, args=["true"])["params"]
-    assert again.startswith("/dev/nbd") and again in connected_nbds()
+    assert again.startswith("/dev/nbd") and again in nbds()
     assert len(servers_of(uuid)) == 1
     assert read_at(again, 0, CHUNK) == pattern("before", CHUNK)
     pool.vdi_detach(v)
-    assert connected_nbds() == [] and servers_of(uuid) == []
+    assert nbds() == [] and servers_of(uuid) == []
 
 
 def test_without_nbd_client_auto_falls_back_to_fuse_and_nbd_fails_naming_the_package(
-        pool, sr, make_sr, tmp_path):
+        pool, sr, make_sr, tmp_path, nbds):
     forced = make_sr(datapath="nbd")
     v = pool.vdi_create(forced.ref, CHUNK, name_label="x")
     w = pool.vdi_create(sr.ref, CHUNK, name_label="y")
@@ -173,12 +173,12 @@ def test_without_nbd_client_auto_falls_back_to_fuse_and_nbd_fails_naming_the_pac
     finally:
         subprocess.run(["umount", hidden], check=True)
     assert read_vdi(pool, w, 0, CHUNK) == pattern("fuse", CHUNK)
-    assert connected_nbds() == [] and servers_of(forced.location(v)) == []
+    assert nbds() == [] and servers_of(forced.location(v)) == []
 
 
-def test_conformance_on_the_kernel_client(device_config, tmp_path):
+def test_conformance_on_the_kernel_client(device_config, tmp_path, nbds):
     dc = dict(device_config, datapath="nbd", cache_dir="@tmpdir",
               prefix="conformance-%s" % os.urandom(4).hex())
     outcome.run("S3SR", dc, tmp_path, hosts=2, timeout=3600).assert_green(
         {"test_unadvertised_operations_are_refused_by_xapi"})
-    assert connected_nbds() == []
+    assert nbds() == []
