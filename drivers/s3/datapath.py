@@ -176,11 +176,13 @@ def _fuse_connect(state_dir, uuid, record, writable):
     if not writable:
         args.append('--readonly')
     args += [os.path.join(mount, 'disk'), '--unix', record['socket']]
+    record.update(mount=mount, loop='')
+    fuse.save_record(state_dir, uuid, record)
     log = open(os.path.join(state_dir, 'nbdfuse.%s.log' % uuid), 'ab')
     proc = subprocess.Popen(args, cwd=state_dir, stdin=subprocess.DEVNULL, stdout=log,
                             stderr=log, close_fds=True, start_new_session=True)
     log.close()
-    record.update(mount=mount, fuse_pid=proc.pid, loop='')
+    record['fuse_pid'] = proc.pid
     fuse.save_record(state_dir, uuid, record)
     path = os.path.join(mount, 'disk')
     deadline = time.time() + START_TIMEOUT
@@ -214,8 +216,12 @@ def teardown(state_dir, uuid, record, log, why='', point=None):
             clean = nbd_device.flush(record['device'])
         nbd_device.disconnect(record)
     else:
-        fuse.detach({'loop': record.get('loop'), 'mount': record.get('mount'),
-                     'pid': record.get('fuse_pid')})
+        # a loop device on our file that the record does not name (a vdi_attach killed
+        # inside losetup) is ours all the same: its backing file is this VDI's mount
+        disk = os.path.join(record.get('mount') or '/nonexistent', 'disk')
+        for loop in sorted(set(filter(None, [record.get('loop')] + _loops_on(disk)))):
+            fuse.detach({'loop': loop})
+        fuse.detach({'mount': record.get('mount'), 'pid': record.get('fuse_pid')})
     if point:
         crash.point(point)
     clean = _wait_server(state_dir, uuid, record) and clean
@@ -231,6 +237,14 @@ def teardown(state_dir, uuid, record, log, why='', point=None):
         uuid, record.get('kind'), ' (%s)' % device_of(record) if device_of(record) else '',
         ': %s' % why if why else ''))
     return clean
+
+
+def _loops_on(path):
+    out = []
+    for name in os.listdir('/sys/block'):
+        if name.startswith('loop') and fuse.backing_of(name) == path:
+            out.append('/dev/' + name)
+    return out
 
 
 def _wait_server(state_dir, uuid, record):
@@ -267,9 +281,15 @@ def clean_leftovers(state_dir, attached, log):
         if record.get('state') == 'ready' and attached(uuid):
             continue
         try:
-            with Lock(uuid, 'vdi', timeout=0):
-                current = fuse.load_record(state_dir, uuid)
-                if current is not None:
-                    teardown(state_dir, uuid, current, log, 'left by a killed vdi_attach')
+            lock = Lock(uuid, 'vdi', timeout=0)
+            lock.__enter__()
         except SRError:
             continue   # a command holds the VDI: not a leftover
+        try:
+            current = fuse.load_record(state_dir, uuid)
+            if current is not None:
+                teardown(state_dir, uuid, current, log, 'left by a killed vdi_attach')
+        except Exception as e:   # noqa: BLE001 (the scan goes on; the next one retries)
+            log.error('cleaning the datapath of VDI %s: %s' % (uuid, e))
+        finally:
+            lock.__exit__()

@@ -97,15 +97,20 @@ def connect(state_dir, socket_name, record, save):
                           'load nbd with a larger nbds_max)' % len(_devices()))
         device = free[0]
         log = open(os.path.join(state_dir, 'nbd-client.%s.log' % record['vdi']), 'ab')
-        # -nofork: the pid the kernel records is this process's own (netlink: it exits
-        # once connected; the ioctl fallback stays until the disconnect)
-        proc = subprocess.Popen([nbd_client, '-unix', socket_name, device, '-block-size', '512',
+        # nbd-client runs only once the record names its pid: sh waits for a line on its
+        # stdin, then execs it under the same pid (a killed attach closes the pipe: sh
+        # exits, nothing is connected). -nofork: the pid the kernel records is that one
+        # (netlink: it exits once connected; the ioctl fallback stays until the disconnect)
+        proc = subprocess.Popen(['/bin/sh', '-c', 'read go && exec "$0" "$@"', nbd_client,
+                                 '-unix', socket_name, device, '-block-size', '512',
                                  '-timeout', str(TIMEOUT), '-nofork'], cwd=state_dir,
-                                stdin=subprocess.DEVNULL, stdout=log, stderr=log,
+                                stdin=subprocess.PIPE, stdout=log, stderr=log,
                                 close_fds=True, start_new_session=True)
         log.close()
         record.update(device=device, client_pid=proc.pid)
         save(record)
+        proc.stdin.write(b'go\n')
+        proc.stdin.close()
         deadline = time.time() + CONNECT_TIMEOUT
         while connected_pid(device) != proc.pid:
             if proc.poll() is not None and connected_pid(device) != proc.pid:
