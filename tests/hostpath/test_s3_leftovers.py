@@ -27,11 +27,11 @@ def _armed(pool, **env):
 
 
 def _state_files(pool, sr, uuid):
-    """The datapath's files of VDI ``uuid`` in the hosts' state dirs."""
+    """The datapath's files of VDI ``uuid`` in the hosts' state dirs (its logs stay)."""
     found = []
     for root, _, files in os.walk(pool.path):
         found += [os.path.join(root, f) for f in files if uuid in f and
-                  (f.startswith("dp.") or f.startswith("nbd."))]
+                  (f.startswith("dp.") or f.startswith("nbd.")) and not f.endswith(".log")]
     return found
 
 
