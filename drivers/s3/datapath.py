@@ -45,11 +45,23 @@ def choose(wanted):
         if problem:
             raise SRError('VDIUnavailable', 'the s3 datapath nbd needs %s' % problem)
         return 'nbd'
-    if not fuse.which('nbdfuse') or not os.path.exists('/dev/fuse'):
-        raise SRError('VDIUnavailable', 'no s3 datapath on this host: the kernel NBD client '
-                      'needs %s and the nbd module; without them, install %s'
-                      % (nbd_device.PACKAGE, FUSE_PACKAGES))
-    return 'fuse'
+    if fuse.which('nbdfuse') and _fuse_device():
+        return 'fuse'
+    if wanted == 'fuse':
+        raise SRError('VDIUnavailable', 'the s3 datapath fuse needs %s (and /dev/fuse)'
+                      % FUSE_PACKAGES)
+    raise SRError('VDIUnavailable', 'no s3 datapath on this host: the kernel NBD client '
+                  'needs %s and the nbd module; without them, install %s'
+                  % (nbd_device.PACKAGE, FUSE_PACKAGES))
+
+
+def _fuse_device():
+    if not os.path.exists('/dev/fuse'):
+        try:
+            fuse.run(['modprobe', 'fuse'], timeout=30)
+        except SRError:
+            pass
+    return os.path.exists('/dev/fuse')
 
 
 def check_tools(wanted):

@@ -176,6 +176,8 @@ def test_without_nbd_client_auto_falls_back_to_fuse_and_nbd_fails_naming_the_pac
     assert nbds() == [] and servers_of(forced.location(v)) == []
 
 
+@pytest.mark.skipif(os.environ.get("SRKIT_S3_NBD_CONFORMANCE", "1") == "0",
+                    reason="SRKIT_S3_NBD_CONFORMANCE=0")
 def test_conformance_on_the_kernel_client(device_config, tmp_path, nbds):
     dc = dict(device_config, datapath="nbd", cache_dir="@tmpdir",
               prefix="conformance-%s" % os.urandom(4).hex())
