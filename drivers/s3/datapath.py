@@ -56,11 +56,13 @@ def choose(wanted):
 
 
 def _fuse_device():
-    if not os.path.exists('/dev/fuse'):
-        try:
-            fuse.run(['modprobe', 'fuse'], timeout=30)
-        except SRError:
-            pass
+    """/dev/fuse and the loop driver, their modules loaded if need be."""
+    for module, node in (('fuse', '/dev/fuse'), ('loop', '/dev/loop-control')):
+        if not os.path.exists(node):
+            try:
+                fuse.run(['modprobe', module], timeout=30)
+            except SRError:
+                pass
     return os.path.exists('/dev/fuse')
 
 
