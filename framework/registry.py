@@ -36,10 +36,9 @@ NEEDS = (
     ('gluster', 'glusterfs-api',        OPTIONAL, 'libgfapi',        'server_copy=reflink'),
     ('s3',      'python36-boto3',       REQUIRED, 'boto3',           'every command'),
     ('s3',      'python36-zstandard',   REQUIRED, 'zstandard',       'compression (the default)'),
-    ('s3',      'nbdkit',               REQUIRED, 'nbdkit',          'attach'),
-    ('s3',      'nbdkit-python-plugin', REQUIRED, 'nbdkit python',   'attach'),
-    ('s3',      'nbdfuse',              REQUIRED, 'nbdfuse',         'attach'),
-    ('s3',      'fuse3',                REQUIRED, 'fusermount3',     'attach'),
+    ('s3',      'nbd',                  REQUIRED, 'nbd-client',      'attach (the kernel NBD client)'),
+    ('s3',      'nbdfuse',              OPTIONAL, 'nbdfuse',         'attach where the nbd module is missing'),
+    ('s3',      'fuse3',                OPTIONAL, 'fusermount3',     'attach where the nbd module is missing'),
     ('zfsvol',  'zfs',                  REQUIRED, 'zfs',             'every command'),
     ('zfsvol',  'python36-pyzfs',       OPTIONAL, 'libzfs_core',     'faster snapshot and clone'),
 )

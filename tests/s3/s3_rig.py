@@ -2,7 +2,7 @@
 bucket, an admin client, data through a VDI attached for the moment."""
 import json
 
-from simulator.testkit import read_at, write_at
+from simulator.testkit import processes, read_at, write_at
 
 MiB = 1024 * 1024
 CHUNK = MiB
@@ -71,6 +71,14 @@ class SR(object):
         for i in range(0, len(keys), 1000):
             self.admin.delete_objects(Bucket=self.bucket, Delete={
                 "Objects": [{"Key": k} for k in keys[i:i + 1000]], "Quiet": True})
+
+
+def servers_of(uuid):
+    """pids of the NBD server serving VDI ``uuid`` (drivers/s3/nbd_server.py; its socket
+    argument names the VDI)."""
+    return [pid for pid, argv in processes()
+            if len(argv) > 2 and argv[1].endswith(b"nbd_server.py") and
+            any(uuid.encode() in a for a in argv[2:])]
 
 
 def write_vdi(pool, vdi, offset, data, host=None):

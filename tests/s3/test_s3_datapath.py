@@ -1,6 +1,6 @@
-"""The nbdkit plugin under parallel requests, and its bounded clean-chunk cache, on the
-real server: writers, readers and flushes at once read back exactly; the cache under
-cache_dir stays within cache_size."""
+"""The NBD server (drivers/s3/nbd_server.py) under parallel requests, and its bounded
+clean-chunk cache, on the real server: writers, readers and flushes at once read back
+exactly; the cache under cache_dir stays within cache_size."""
 import glob
 import mmap
 import os

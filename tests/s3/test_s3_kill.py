@@ -1,4 +1,4 @@
-"""Crashes on the datapath: nbdkit killed mid-write, the S3 server killed mid-upload.
+"""Crashes on the datapath: the NBD server killed mid-write, the S3 server killed mid-upload.
 After detach (and a scan) every VDI reads back as of its last completed flush."""
 import mmap
 import os
@@ -9,16 +9,10 @@ import time
 
 import pytest
 
-from s3_rig import CHUNK, MiB, SR, make_admin, pattern, read_vdi
-from simulator.testkit import REPO, processes, write_at
+from s3_rig import CHUNK, MiB, SR, make_admin, pattern, read_vdi, servers_of
+from simulator.testkit import REPO, write_at
 
 RIG = os.path.join(REPO, "tests", "rigs", "s3.sh")
-
-
-def _servers_of(uuid):
-    """pids of the nbdkit serving VDI ``uuid`` (our plugin, its config names the VDI)."""
-    return [pid for pid, argv in processes()
-            if argv[0].endswith(b"nbdkit") and any(uuid.encode() in a for a in argv)]
 
 
 def _direct_writer(path, seed, stop, errors):
@@ -37,7 +31,7 @@ def _direct_writer(path, seed, stop, errors):
         os.close(fd)
 
 
-def test_nbdkit_killed_mid_write_reads_back_last_flush(pool, sr):
+def test_nbd_server_killed_mid_write_reads_back_last_flush(pool, sr):
     v = pool.vdi_create(sr.ref, 4 * MiB, name_label="victim")
     uuid = sr.location(v)
     path = pool.vdi_attach(v)["params"]
@@ -46,7 +40,7 @@ def test_nbdkit_killed_mid_write_reads_back_last_flush(pool, sr):
     t = threading.Thread(target=_direct_writer, args=(path, "lost", stop, errors))
     t.start()
     time.sleep(1.0)
-    servers = _servers_of(uuid)
+    servers = servers_of(uuid)
     assert len(servers) == 1
     os.kill(servers[0], signal.SIGKILL)
     time.sleep(0.5)
@@ -54,7 +48,7 @@ def test_nbdkit_killed_mid_write_reads_back_last_flush(pool, sr):
     t.join(30)
     assert not t.is_alive()
     pool.vdi_detach(v)                                          # frees the device all the same
-    assert _servers_of(uuid) == []
+    assert servers_of(uuid) == []
     with open("/proc/mounts") as f:
         assert uuid not in f.read()
     pool.sr_scan(sr.ref)
@@ -109,7 +103,7 @@ def test_s3_server_killed_mid_upload_keeps_last_flush(pool, private_server, devi
         os.kill(int(f.read()), signal.SIGKILL)
     t.join(60)
     assert not t.is_alive()
-    for pid in _servers_of(uuid):          # the host dies too: nothing retries the flush
+    for pid in servers_of(uuid):          # the host dies too: nothing retries the flush
         os.kill(pid, signal.SIGKILL)
     subprocess.run(["bash", RIG, "start", d], check=True, timeout=120)
     pool.vdi_detach(v)
@@ -123,3 +117,42 @@ def test_s3_server_killed_mid_upload_keeps_last_flush(pool, private_server, devi
         sr.gc(grace=0)       # the orphans of the failed upload go; the VDI is intact
         assert set(sr.chunks()) == set(flushed.values())
         assert read_vdi(pool, v, 0, 8 * MiB) == pattern("flushed", 8 * MiB)
+
+
+def _loops_of(root):
+    out = []
+    for name in os.listdir("/sys/block"):
+        try:
+            with open("/sys/block/%s/loop/backing_file" % name) as f:
+                if f.read().startswith(root):
+                    out.append(name)
+        except OSError:
+            pass
+    return out
+
+
+@pytest.mark.parametrize("recovery", ["attach", "scan"])
+@pytest.mark.parametrize("point", ["s3.attach.after-server", "s3.attach.after-connect"])
+def test_killed_attach_is_undone_by_the_next_attach_or_scan(pool, sr, point, recovery):
+    """The fuse datapath's side of the crash matrix of tests/hostpath/test_s3_leftovers.py
+    (same records, same recovery): no server, mount or loop device is left."""
+    v = pool.vdi_create(sr.ref, 2 * CHUNK, name_label="victim")
+    uuid = sr.location(v)
+    write_at(pool.vdi_attach(v)["params"], 0, pattern("flushed", 2 * CHUNK))
+    pool.vdi_detach(v)
+    pool.config["extra_env"] = {"SRKIT_CRASH_AT": point}
+    with pytest.raises(Exception):
+        pool.call("vdi_attach", vdi=v, args=["true"])
+    pool.config["extra_env"] = {}
+    assert len(servers_of(uuid)) == 1
+    if recovery == "scan":
+        pool.sr_scan(sr.ref)
+        assert servers_of(uuid) == [] and _loops_of(pool.path) == []
+    path = pool.vdi_attach(v)["params"]
+    assert len(servers_of(uuid)) == 1 and len(_loops_of(pool.path)) == 1
+    write_at(path, CHUNK, pattern("after", CHUNK))
+    pool.vdi_detach(v)
+    assert servers_of(uuid) == [] and _loops_of(pool.path) == []
+    with open("/proc/mounts") as f:
+        assert uuid not in f.read()
+    assert read_vdi(pool, v, 0, 2 * CHUNK) == pattern("flushed", CHUNK) + pattern("after", CHUNK)

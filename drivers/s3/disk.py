@@ -1,8 +1,7 @@
-"""nbdkit python plugin: serves one VDI of an S3 SR from its manifest.
+"""One VDI of an S3 SR as a disk: reads from its manifest's chunks, writes into a local
+write-back chunk cache, flushes to S3. Served to a block device by nbd_server.py.
 
-Run by datapath.py as ``nbdkit -s python nbd_plugin.py config=<file.json>``.
-
-A write-back chunk cache lives under ``<cache_dir>/<sr>/<host>/<vdi uuid>/``:
+The cache lives under ``<cache_dir>/<sr>/<host>/<vdi uuid>/``:
   clean/<sha256>     chunks as read from S3 or flushed (chunkcache.py: bounded, with
                      the recently read chunks in memory)
   dirty/<index>      chunks written since the last flush (whole chunk, plain bytes)
@@ -13,7 +12,7 @@ re-checks the chunks: a crash loses only what was not flushed, as with a disk's
 volatile cache. At open the dirty set of an earlier, dead server is dropped for
 the same reason: the VDI reads back as of its last completed flush.
 
-Requests run in parallel (nbdkit's threads; the GIL is released while one waits
+Requests run in parallel (the server's threads; the GIL is released while one waits
 for S3 or a file), so one read waiting for a chunk does not hold up the others.
 ``self.lock`` guards the chunk state (dirty, flushing, the manifest in use) and
 every rename of a chunk's file; one flush runs at a time. A sequential reader
@@ -25,42 +24,20 @@ import io
 import json
 import os
 import shutil
-import sys
 import threading
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.dirname(
-    os.path.realpath(__file__)))))
+from drivers.s3 import chunkcache, chunks, connection, layout, manifest
+from framework import crash
 
-import nbdkit  # noqa: E402  (provided by nbdkit's python plugin)
-
-from drivers.s3 import chunkcache, chunks, connection, layout, manifest  # noqa: E402
-from framework import crash  # noqa: E402
-
-API_VERSION = 2
 UPLOADERS = 4                     # chunk PUTs of a flush in parallel
 READ_AHEAD = 32 * 1024 * 1024     # largest read-ahead window, bytes
 MEMORY = 8 * 1024 * 1024          # chunks kept in memory beyond the read-ahead window
 
-_settings = {}
 
-
-def config(key, value):
-    if key != 'config':
-        raise RuntimeError('unknown parameter %s' % key)
-    with io.open(value) as f:
-        _settings.update(json.load(f))
-
-
-def config_complete():
-    if not _settings:
-        raise RuntimeError('config=<file> is required')
-    # detach waits for this process: the final flush happens in close()
-    with io.open(_settings['pidfile'], 'w') as f:
-        f.write('%d\n' % os.getpid())
-
-
-def thread_model():
-    return nbdkit.THREAD_MODEL_PARALLEL
+def load_settings(path):
+    """The settings datapath.attach wrote for this VDI (0600 JSON: it has credentials)."""
+    with io.open(path) as f:
+        return json.load(f)
 
 
 class Disk(object):
@@ -96,6 +73,9 @@ class Disk(object):
             memory_bytes=(self.max_window + 2) * self.cs + MEMORY,
             disk_bytes=int(s.get('cache_size', connection.DEFAULT_CACHE_SIZE)))
         self.pool = None
+
+    def size(self):
+        return self.doc['size']
 
     def _download(self, digest):
         return chunks.download(self.client, self.bucket, layout.chunk(self.s['root'], digest),
@@ -162,6 +142,25 @@ class Disk(object):
             n = min(self.cs - within, len(buf) - pos)
             self._write_chunk(index, within, view[pos:pos + n])
             pos += n
+
+    def zero(self, offset, length, partial=True):
+        """Zeroes over [offset, offset+length) (NBD WRITE_ZEROES; TRIM with partial=False:
+        only the chunks it covers whole, which then read back as zeros). A whole chunk
+        becomes a sparse dirty chunk, which the flush stores as a hole; a hole stays one."""
+        end = offset + length
+        while offset < end:
+            index, within = divmod(offset, self.cs)
+            n = min(self.cs - within, end - offset)
+            if n == self.cs:
+                with self.lock:
+                    if index in self.dirty or index in self.flushing or \
+                            str(index) in self.doc['chunks']:
+                        with io.open(self._dirty_path(index), 'wb') as f:
+                            f.truncate(self.cs)
+                        self.dirty.add(index)
+            elif partial:
+                self._write_chunk(index, within, self.zero[:n])
+            offset += n
 
     def _write_chunk(self, index, within, data):
         base = based_on = None
@@ -301,45 +300,3 @@ class Disk(object):
             if self.pool is not None:
                 self.pool.shutdown(wait=True)
             self.clean.close()
-
-
-def open(readonly):
-    return Disk(_settings, readonly)
-
-
-def get_size(h):
-    return h.doc['size']
-
-
-def can_write(h):
-    return h.writable
-
-
-def can_flush(h):
-    return True
-
-
-def can_fua(h):
-    return nbdkit.FUA_NATIVE
-
-
-def can_multi_conn(h):
-    return False
-
-
-def pread(h, buf, offset, flags):
-    h.pread(buf, offset)
-
-
-def pwrite(h, buf, offset, flags):
-    h.pwrite(buf, offset)
-    if flags & nbdkit.FLAG_FUA:
-        h.flush()
-
-
-def flush(h, flags):
-    h.flush()
-
-
-def close(h):
-    h.close()
