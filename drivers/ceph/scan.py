@@ -67,8 +67,12 @@ class ScanMixin(object):
             self.ctx.log.info('index: dropping %s (image %s is gone)' % (u, entries[u].image))
             del entries[u]
         values = {}
+        # read in a child process: a crash inside librbd there must not kill the scan
+        # (inspect.py; issue 16, finding 2)
+        from drivers.ceph.inspect import read_images
+        founds = read_images(self, unknown) if unknown else {}
         for name in unknown:
-            found = self._read_image(name)
+            found = founds.get(name)
             if found == 'broken':
                 if self.ctx.is_master:
                     self.ctx.log.info('image %s is listed but cannot be opened (a create or '
