@@ -57,14 +57,18 @@ class LeaseMixin(object):
         once the daemon is gone (a detach had to kill it, or it was killed), a watch
         it left is recognised as dead and blocklisted by the next command of this
         host, instead of answering VDIInUse until the OSD times it out (~30 s). A
-        client another process of this host recorded first is not the daemon's."""
+        client another process of this host recorded first is not the daemon's, nor
+        one from another address than this process's own (another host that opened
+        the image during the attach: it must never be taken for a dead daemon)."""
         import json
         from drivers.ceph.index import boot_id, start_time
         record = {'boot': boot_id(), 'pid': int(pid), 'start': start_time(int(pid)),
                   'host': os.uname()[1], 'since': int(time.time()), 'datapath': vdi}
+        rados = self.cluster.rados
+        here = _ip_of(rados.get_addrs()) if hasattr(rados, 'get_addrs') else ''
         for client in clients:
             path = os.path.join(self._clients_dir(), '%d.json' % int(client['id']))
-            if os.path.exists(path):
+            if os.path.exists(path) or (here and _ip_of(client.get('addr', '')) != here):
                 continue
             try:
                 if not os.path.isdir(self._clients_dir()):
@@ -227,6 +231,15 @@ class LeaseMixin(object):
                 self.io.operate_write_op(op, L.LEASE_PREFIX + uuid)
         except rados.Error as e:
             raise ceph_error(e, 'releasing the write lease of %s' % uuid, 'VDIUnavailable')
+
+
+def _ip_of(addr):
+    """The IP of a Ceph entity address ('1.2.3.4:0/123', '[v2:1.2.3.4:0/1,v1:...]')."""
+    first = addr.strip('[]').split(',')[0]
+    for prefix in ('v1:', 'v2:', 'any:'):
+        if first.startswith(prefix):
+            first = first[len(prefix):]
+    return first.rsplit(':', 1)[0].strip('[]')
 
 
 def _rbd():

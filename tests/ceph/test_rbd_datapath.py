@@ -310,3 +310,29 @@ def test_krbd_gets_key_and_monitors_from_any_device_config(ceph_env, creds):
     want = "v2" if krbd.kernel_at_least(5, 11) else "v1"
     assert addrs == [m[3:] for m in mons if m.startswith(want + ":")][0]
     assert mode == ("prefer-crc" if want == "v2" else None)
+
+
+def test_only_this_hosts_new_clients_are_taken_for_the_datapath_daemons(tmp_path):
+    """A watcher that appeared during the attach but comes from another address (a
+    command of another host on the same image) must never be recorded as the daemon's:
+    once the daemon is gone, its record would have that live client blocklisted."""
+    from drivers.ceph.lease import LeaseMixin, _ip_of
+
+    class Rados(object):
+        def get_addrs(self):
+            return "[v2:10.0.0.5:0/111,v1:10.0.0.5:0/111]"
+
+    class Cluster(object):
+        rados = Rados()
+
+    class Driver(LeaseMixin):
+        cluster = Cluster()
+        ctx = driver_context(str(tmp_path))
+
+    assert _ip_of("10.0.0.5:0/2396538328") == "10.0.0.5"
+    Driver()._register_datapath_clients(os.getpid(), "v", [
+        {"id": 7, "addr": "10.0.0.5:0/42"}, {"id": 8, "addr": "10.0.0.9:0/43"}])
+    recorded = sorted(os.listdir(str(tmp_path / "clients")))
+    assert recorded == ["7.json"]
+    with open(str(tmp_path / "clients" / "7.json")) as f:
+        assert json.load(f)["pid"] == os.getpid()
