@@ -30,6 +30,8 @@ from drivers.ceph.index import is_dead, process_record
 KERNEL = ('nbd', 'krbd')
 
 FEATURES = 1 | 4 | 8 | 16 | 32   # layering | exclusive-lock | object-map | fast-diff | deep-flatten
+RELEASE_TIMEOUT = 40   # seconds detach waits for the datapath's watch to go: longer than
+                       # the OSD's watch timeout (30 s), so even an unrecognised one does
 
 
 class AttachMixin(object):
@@ -80,6 +82,8 @@ class AttachMixin(object):
                 time.sleep(0.05)
         record.update(temp_clone=temp, writable=writable, vdi=uuid,
                       clients=[{'id': int(w['id']), 'addr': w['addr']} for w in clients])
+        if record.get('pid') and record['clients']:
+            self._register_datapath_clients(record['pid'], uuid, record['clients'])
         datapath.save_record(self.ctx.state_dir, uuid, record)
         if kind in KERNEL:
             crash.point('rbd.attach.after-record')
@@ -165,8 +169,38 @@ class AttachMixin(object):
         temp = record.get('temp_clone')
         if temp:
             self._remove_image(temp)  # and collects a snapshot deleted while attached
-        elif record.get('writable'):
+            return
+        self._await_release(record)
+        if record.get('writable'):
             self._refresh_used(uuid)
+
+    def _await_release(self, record):
+        """Return only once the datapath's clients no longer watch the image: a
+        vdi_delete right after a detach must not find them (a VM shut down and its
+        disk deleted at once). A daemon the detach had to kill (it did not exit in
+        time: a loaded host) leaves its watch until the OSD times it out; it is a
+        dead client of this host, blocklisted at once (lease.py)."""
+        from framework.errors import SRError
+        ids = set(int(c['id']) for c in record.get('clients') or ())
+        image = record.get('image')
+        if not ids or not image:
+            return
+        deadline = time.time() + RELEASE_TIMEOUT
+        while True:
+            try:
+                with self._image(image, read_only=True) as img:
+                    left = [w for w in img.watchers_list() if int(w['id']) in ids]
+            except SRError:
+                return   # the image is gone
+            if not left:
+                return
+            if time.time() > deadline:
+                self.ctx.log.error('detach of %s: datapath client(s) %s still watch the '
+                                   'image after %d s' % (image, ', '.join(
+                                       w['addr'] for w in left), RELEASE_TIMEOUT))
+                return
+            self._evict_dead_watchers(image)
+            time.sleep(0.1)
 
     def _refresh_used(self, uuid):
         """Store the allocated bytes of a VDI in the index (scans read them from there)."""

@@ -24,6 +24,8 @@ from drivers.ceph.index import is_dead, process_record
 
 DEAD_CLIENT_BLOCKLIST = 600   # seconds; the client is dead, this only drops its watches
 RECORD_TTL = 120              # a dead client's watch has timed out by then anyway
+CLOSING_WAIT = 40             # seconds to wait out a detached datapath daemon of this host
+                              # (more than the OSD's 30 s watch timeout)
 
 
 class LeaseMixin(object):
@@ -48,6 +50,34 @@ class LeaseMixin(object):
             os.rename(path + '.tmp', path)
         except (IOError, OSError) as e:
             self.ctx.log.error('recording client %s: %s' % (path, e))
+
+    def _register_datapath_clients(self, pid, vdi, clients):
+        """Record the librbd clients a datapath daemon of this host (rbd-fuse,
+        rbd-nbd: ``pid``) opened for VDI ``vdi``, as a driver process records its own:
+        once the daemon is gone (a detach had to kill it, or it was killed), a watch
+        it left is recognised as dead and blocklisted by the next command of this
+        host, instead of answering VDIInUse until the OSD times it out (~30 s). A
+        client another process of this host recorded first is not the daemon's, nor
+        one from another address than this process's own (another host that opened
+        the image during the attach: it must never be taken for a dead daemon)."""
+        import json
+        from drivers.ceph.index import boot_id, start_time
+        record = {'boot': boot_id(), 'pid': int(pid), 'start': start_time(int(pid)),
+                  'host': os.uname()[1], 'since': int(time.time()), 'datapath': vdi}
+        rados = self.cluster.rados
+        here = _ip_of(rados.get_addrs()) if hasattr(rados, 'get_addrs') else ''
+        for client in clients:
+            path = os.path.join(self._clients_dir(), '%d.json' % int(client['id']))
+            if os.path.exists(path) or (here and _ip_of(client.get('addr', '')) != here):
+                continue
+            try:
+                if not os.path.isdir(self._clients_dir()):
+                    os.makedirs(self._clients_dir(), 0o700)
+                with open(path + '.tmp', 'w') as f:
+                    json.dump(dict(record, addr=client.get('addr', '')), f)
+                os.rename(path + '.tmp', path)
+            except (IOError, OSError) as e:
+                self.ctx.log.error('recording datapath client %s: %s' % (path, e))
 
     def _dead_client(self, watcher_id):
         import json
@@ -109,8 +139,28 @@ class LeaseMixin(object):
         except rbd.Error as e:
             raise ceph_error(e, 'listing the watchers of %s' % name)
 
+    def _closing_client(self, watcher_id):
+        """Whether a watcher is a datapath daemon of this host whose attachment is
+        already detached: it is on its way out (its detach waits for it to go), so
+        a command waits for it rather than failing with VDIInUse."""
+        import json
+        from drivers.ceph import datapath
+        path = os.path.join(self._clients_dir(), '%d.json' % int(watcher_id))
+        try:
+            with open(path) as f:
+                record = json.load(f)
+        except (IOError, OSError, ValueError):
+            return False
+        vdi = record.get('datapath')
+        return bool(vdi) and datapath.load_record(self.ctx.state_dir, vdi) is None
+
     def _refuse_if_open(self, name, what):
         watchers = self._evict_dead_watchers(name)
+        deadline = time.time() + CLOSING_WAIT
+        while watchers and time.time() < deadline and \
+                all(self._closing_client(w['id']) for w in watchers):
+            time.sleep(0.1)
+            watchers = self._evict_dead_watchers(name)
         if watchers:
             raise SRError('VDIInUse', 'cannot %s: image %s is open by %s'
                           % (what, name, ', '.join(w['addr'] for w in watchers)))
@@ -181,6 +231,15 @@ class LeaseMixin(object):
                 self.io.operate_write_op(op, L.LEASE_PREFIX + uuid)
         except rados.Error as e:
             raise ceph_error(e, 'releasing the write lease of %s' % uuid, 'VDIUnavailable')
+
+
+def _ip_of(addr):
+    """The IP of a Ceph entity address ('1.2.3.4:0/123', '[v2:1.2.3.4:0/1,v1:...]')."""
+    first = addr.strip('[]').split(',')[0]
+    for prefix in ('v1:', 'v2:', 'any:'):
+        if first.startswith(prefix):
+            first = first[len(prefix):]
+    return first.rsplit(':', 1)[0].strip('[]')
 
 
 def _rbd():

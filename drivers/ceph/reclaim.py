@@ -14,6 +14,15 @@ A retained image is one that holds no VDI of its own (no ``srkit.vdi.<image
 name>`` key) but still carries snapshot VDIs or clones; it goes when its last
 dependant goes. Every step is idempotent: ``finish_delete`` is also what rolls
 a killed delete forward.
+
+librbd removes a snapshot in steps too: it first moves it to its *trash*
+namespace under a random name (cls_rbd ``snapshot_trash_add``), then drops its
+object map, its snap id and the snapshot itself. A kill in between leaves a
+trashed snapshot no name of the driver reaches, and which keeps its image from
+ever being removed. The driver only removes snapshots nothing needs, and a
+protected one (what a v1 clone hangs from) never reaches the trash: every trashed
+snapshot on an image the driver collects is such a half-done removal, finished by
+id (``finish_trashed_snaps``).
 """
 
 import time
@@ -24,6 +33,12 @@ from drivers.ceph import layout as L
 from drivers.ceph.connection import rbd_module
 
 REMOVE_TRIES = 20
+TRASH_NAMESPACE = 2   # RBD_SNAP_NAMESPACE_TYPE_TRASH of librbd's list_snaps
+
+
+def user_snaps(img):
+    """The snapshots of ``img`` the driver made (none of librbd's trash)."""
+    return [s for s in img.list_snaps() if s.get('namespace', 0) != TRASH_NAMESPACE]
 
 
 class ReclaimMixin(object):
@@ -41,10 +56,11 @@ class ReclaimMixin(object):
                 crash.point('rbd.destroy.after-meta')
                 self._index_set(remove=(L.VDI_PREFIX + uuid, L.USED_PREFIX + uuid))
                 crash.point('rbd.destroy.after-index')
+                self._finish_trashed_snaps(img, image)
                 if snap:
                     self._drop_snap_if_unused(img, image, snap, ignore=uuid)
                 else:
-                    for s in list(img.list_snaps()):
+                    for s in user_snaps(img):
                         if s['name'].startswith(L.CLONE_SNAP_PREFIX):
                             self._drop_snap_if_unused(img, image, s['name'], ignore=uuid)
                     keep = [s['name'] for s in img.list_snaps()]
@@ -96,12 +112,36 @@ class ReclaimMixin(object):
             with self._image(image, read_only=True, snapshot=snap) as s:
                 if list(s.list_children2()):
                     return False
-        except rbd.ImageNotFound:
-            return True
+        except SRError as e:
+            if e.name == 'VDIMissing':
+                return True   # no such snapshot (any more)
+            raise
         if img.is_protected_snap(snap):
             img.unprotect_snap(snap)
+        # librbd's removal is itself several steps (module doc): a kill inside it
+        # leaves a trashed snapshot that the recovery finishes
+        crash.point('rbd.reclaim.before-snap-remove')
         img.remove_snap(snap)
+        crash.point('rbd.reclaim.after-snap-remove')
         return True
+
+    def _finish_trashed_snaps(self, img, image):
+        """Finish the snapshot removals librbd began on ``img`` and a kill cut short
+        (see the module doc); a snapshot that still has a (v2) clone stays."""
+        rbd = rbd_module()
+        for s in img.list_snaps():
+            if s.get('namespace', 0) != TRASH_NAMESPACE:
+                continue
+            original = (s.get('trash') or {}).get('original_name', '?')
+            try:
+                img.remove_snap_by_id(s['id'])
+                self.ctx.log.info('image %s: finished the interrupted removal of snapshot '
+                                  '%s (id %s, in librbd\'s trash)' % (image, original, s['id']))
+            except rbd.ImageNotFound:
+                pass
+            except (rbd.Error, AttributeError) as e:
+                self.ctx.log.error('image %s: snapshot %s (id %s) stays in librbd\'s trash: '
+                                   '%s' % (image, original, s['id'], e))
 
     def _remove_image(self, name, ignore=None):
         """Remove an image, then collect what it hung from (``ignore``: the intent of
@@ -157,7 +197,8 @@ class ReclaimMixin(object):
         rbd = rbd_module()
         try:
             with self._image(name) as img:
-                for snap in list(img.list_snaps()):
+                self._finish_trashed_snaps(img, name)
+                for snap in user_snaps(img):
                     self._drop_snap_if_unused(img, name, snap['name'], ignore)
                 md = dict(img.metadata_list())
                 if L.META_VDI_PREFIX + name in md or list(img.list_snaps()):
@@ -178,7 +219,8 @@ class ReclaimMixin(object):
         rbd = rbd_module()
         try:
             with self._image(name) as img:
-                for snap in list(img.list_snaps()):
+                self._finish_trashed_snaps(img, name)
+                for snap in user_snaps(img):
                     with self._image(name, read_only=True, snapshot=snap['name']) as s:
                         if list(s.list_children2()):
                             continue  # goes when its children go (next round)

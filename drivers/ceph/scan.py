@@ -16,6 +16,7 @@ from framework import crash
 from framework.errors import SRError
 from drivers.ceph import layout as L
 from drivers.ceph.connection import ceph_error, mapped, rbd_module
+from drivers.ceph.reclaim import user_snaps
 
 
 class ScanMixin(object):
@@ -66,8 +67,12 @@ class ScanMixin(object):
             self.ctx.log.info('index: dropping %s (image %s is gone)' % (u, entries[u].image))
             del entries[u]
         values = {}
+        # read in a child process: a crash inside librbd there must not kill the scan
+        # (inspect.py; issue 16, finding 2)
+        from drivers.ceph.inspect import read_images
+        founds = read_images(self, unknown) if unknown else {}
         for name in unknown:
-            found = self._read_image(name)
+            found = founds.get(name)
             if found == 'broken':
                 if self.ctx.is_master:
                     self.ctx.log.info('image %s is listed but cannot be opened (a create or '
@@ -101,7 +106,8 @@ class ScanMixin(object):
             with self._image(name, read_only=True) as img:
                 md = dict(img.metadata_list())
                 size = img.size()
-                snaps = dict((s['name'], s['size']) for s in img.list_snaps())
+                # a snapshot in librbd's trash is a removal cut short (reclaim.py): no VDI
+                snaps = dict((s['name'], s['size']) for s in user_snaps(img))
                 children = set()
                 for snap in snaps:
                     with self._image(name, read_only=True, snapshot=snap) as s:
@@ -204,6 +210,7 @@ class ScanMixin(object):
                     img.metadata_remove(L.META_VDI_PREFIX + snap)
                 except KeyError:
                     pass
+                self._finish_trashed_snaps(img, image)   # an undo killed inside librbd
                 self._drop_snap_if_unused(img, image, snap, ignore=intent['uuid'])
         except SRError:
             pass

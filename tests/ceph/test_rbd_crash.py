@@ -141,6 +141,61 @@ def test_killed_command_is_rolled_forward_or_back_by_scan(pool, sr, command, poi
     check_consistent(pool, sr, written)
 
 
+SNAPSHOT_DELETE_POINTS = ("rbd.destroy.after-intent", "rbd.destroy.after-meta",
+                          "rbd.destroy.after-index", "rbd.reclaim.before-snap-remove",
+                          "rbd.reclaim.after-snap-remove", "rbd.destroy.after-reclaim")
+
+
+def _trash_snapshot(sr, image, snap):
+    """What librbd's snapshot removal does first (SnapshotRemoveRequest: cls_rbd
+    ``snapshot_trash_add``): the snapshot moves to the trash namespace under a random
+    name. A kill inside librbd's remove_snap leaves exactly this."""
+    import struct
+    with sr.image(image) as img:
+        sid = [x["id"] for x in img.list_snaps() if x["name"] == snap][0]
+        header = "rbd_header." + img.id()
+    sr.io.execute(header, "rbd", "snapshot_trash_add", struct.pack("<Q", sid))
+    with sr.image(image, read_only=True) as img:
+        trashed = [x for x in img.list_snaps() if x.get("trash")]
+    assert [x["trash"]["original_name"] for x in trashed] == [snap]
+
+
+@pytest.mark.parametrize("origin_deleted", [False, True], ids=["origin-kept", "origin-deleted"])
+@pytest.mark.parametrize("point", SNAPSHOT_DELETE_POINTS + ("inside-librbd",))
+def test_killed_snapshot_delete_is_finished_or_undone_by_scan(pool, sr, point, origin_deleted):
+    """Issue 16, finding 3: a vdi_delete of a snapshot VDI killed anywhere, including
+    inside librbd's own snapshot removal, must not leave its RBD snapshot (and with it
+    the image, retained for ever once its VDI is gone too)."""
+    v, s, written = base(pool, sr)
+    a, snap = sr.uuid_of(v), sr.uuid_of(s)
+    if origin_deleted:
+        pool.vdi_destroy(v)          # A's image stays, retained for S
+        del written[a]
+        assert a in sr.images()
+    if point == "inside-librbd":
+        # the state of a kill inside librbd's remove_snap: the VDI's record and index
+        # entry gone, the snapshot trashed
+        killed(pool, "rbd.destroy.after-index", pool.vdi_destroy, s)
+        _trash_snapshot(sr, a, snap)
+    else:
+        killed(pool, point, pool.vdi_destroy, s)
+    scan(pool, sr)
+    scan(pool, sr)
+    check_consistent(pool, sr, written)
+    if snap in entries(sr):          # killed before it began: the VDI stays, and goes now
+        pool.vdi_destroy(s)
+        scan(pool, sr)
+        check_consistent(pool, sr, dict((u, d) for u, d in written.items() if u != snap))
+    if origin_deleted:
+        assert sr.images() == []     # the retained image went with its last snapshot
+    else:
+        assert sr.snaps(a) == []     # no snapshot of any namespace is left on A
+        with sr.image(a, read_only=True) as img:
+            assert list(img.list_snaps()) == []
+        pool.vdi_destroy(v)
+        assert sr.images() == []
+
+
 @pytest.mark.parametrize("point", ["after-clone", "after-strip", "after-flatten",
                                    "after-meta", "after-gc"])
 def test_killed_flattening_clone(pool, make_sr, point):

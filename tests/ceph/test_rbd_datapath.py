@@ -38,6 +38,90 @@ def test_attach_write_through_device_read_back_with_librbd(pool, sr):
     assert int(sr.index()["used." + uuid]) >= 2 * MiB
 
 
+def _datapath_record(pool, host, uuid):
+    """The driver's record of the attachment of VDI ``uuid`` on ``host`` (its daemon)."""
+    import glob
+    found = glob.glob(os.path.join(pool.host_dirs(host)["state"], "**", "dp.%s.json" % uuid),
+                      recursive=True)
+    assert len(found) == 1, found
+    with open(found[0]) as f:
+        return json.load(f)
+
+
+def test_detach_lets_go_of_the_image_even_when_its_daemon_must_be_killed(pool, sr):
+    """Issue 16, finding 1: a daemon too slow to exit (a loaded host; here: stopped) is
+    killed by the detach, and its watch would stay until the OSD times it out (~30 s),
+    so a vdi_delete right after failed with VDI_IN_USE. Detach returns only once the
+    image has no watcher of its datapath; the delete that follows works at once."""
+    import signal
+    v = pool.vdi_create(sr.ref, 4 * MiB, name_label="slow-daemon")
+    uuid = sr.uuid_of(v)
+    dev = pool.vdi_attach(v, writable=True)["params"]
+    write_at(dev, MiB, b"K" * 4096)
+    record = _datapath_record(pool, pool.master, uuid)
+    assert record["pid"] and record["clients"], record
+    os.kill(record["pid"], signal.SIGSTOP)
+    try:
+        pool.vdi_detach(v)
+    finally:
+        try:
+            os.kill(record["pid"], signal.SIGCONT)
+        except OSError:
+            pass
+    with sr.image(uuid, read_only=True) as img:
+        assert list(img.watchers_list()) == []
+    assert sr.read(uuid, MiB, 4096) == b"K" * 4096
+    pool.vdi_destroy(v)
+    assert uuid not in sr.images()
+
+
+def _spin(stop):
+    while not stop.is_set():
+        pass
+
+
+def test_delete_right_after_detach_under_load(pool, sr):
+    """Issue 16, finding 1, as the conformance check met it: attach, write, detach, a
+    read-only attach on the other host, detach, then vdi_delete at once, repeated
+    while the test itself keeps both cores busy and other VDIs come and go."""
+    import multiprocessing
+    import threading
+    stop = multiprocessing.Event()
+    spinners = [multiprocessing.Process(target=_spin, args=(stop,)) for _ in range(2)]
+    errors = []
+
+    def churn():
+        while not stop.is_set():
+            try:
+                pool.vdi_destroy(pool.vdi_create(sr.ref, MiB, name_label="churn"))
+            except Exception as e:  # noqa: BLE001 - reported below
+                errors.append("churn: %s" % e)
+                return
+    churner = threading.Thread(target=churn)
+    for p in spinners:
+        p.start()
+    churner.start()
+    try:
+        for i in range(3):
+            v = pool.vdi_create(sr.ref, 4 * MiB, name_label="now-%d" % i)
+            uuid = sr.uuid_of(v)
+            write_at(pool.vdi_attach(v, writable=True)["params"], MiB, b"%d" % i * 4096)
+            pool.vdi_detach(v)
+            dev = pool.vdi_attach(v, host=pool.hosts[1], writable=False)["params"]
+            with open(dev, "rb") as f:
+                f.seek(MiB)
+                assert f.read(4096) == b"%d" % i * 4096
+            pool.vdi_detach(v, host=pool.hosts[1])
+            pool.vdi_destroy(v)
+            assert uuid not in sr.images()
+    finally:
+        stop.set()
+        churner.join()
+        for p in spinners:
+            p.join()
+    assert not errors, errors
+
+
 def test_attach_snapshot_read_only(pool, sr):
     v = pool.vdi_create(sr.ref, 4 * MiB, name_label="s")
     base = sr.uuid_of(v)
@@ -226,3 +310,29 @@ def test_krbd_gets_key_and_monitors_from_any_device_config(ceph_env, creds):
     want = "v2" if krbd.kernel_at_least(5, 11) else "v1"
     assert addrs == [m[3:] for m in mons if m.startswith(want + ":")][0]
     assert mode == ("prefer-crc" if want == "v2" else None)
+
+
+def test_only_this_hosts_new_clients_are_taken_for_the_datapath_daemons(tmp_path):
+    """A watcher that appeared during the attach but comes from another address (a
+    command of another host on the same image) must never be recorded as the daemon's:
+    once the daemon is gone, its record would have that live client blocklisted."""
+    from drivers.ceph.lease import LeaseMixin, _ip_of
+
+    class Rados(object):
+        def get_addrs(self):
+            return "[v2:10.0.0.5:0/111,v1:10.0.0.5:0/111]"
+
+    class Cluster(object):
+        rados = Rados()
+
+    class Driver(LeaseMixin):
+        cluster = Cluster()
+        ctx = driver_context(str(tmp_path))
+
+    assert _ip_of("10.0.0.5:0/2396538328") == "10.0.0.5"
+    Driver()._register_datapath_clients(os.getpid(), "v", [
+        {"id": 7, "addr": "10.0.0.5:0/42"}, {"id": 8, "addr": "10.0.0.9:0/43"}])
+    recorded = sorted(os.listdir(str(tmp_path / "clients")))
+    assert recorded == ["7.json"]
+    with open(str(tmp_path / "clients" / "7.json")) as f:
+        assert json.load(f)["pid"] == os.getpid()

@@ -32,7 +32,12 @@ ZERO = bytes(BLOCK)
 COMMANDS = (('vdi_create', 'VDI_CREATE'), ('vdi_delete', 'VDI_DELETE'),
             ('vdi_snapshot', 'VDI_SNAPSHOT'), ('vdi_clone', 'VDI_CLONE'),
             ('vdi_resize', 'VDI_RESIZE'), ('vdi_revert', 'VDI_REVERT'),
-            ('vdi_update', 'VDI_UPDATE'))
+            ('vdi_update', 'VDI_UPDATE'),
+            # vdi_delete of the snapshot S: a path of its own in drivers with native
+            # snapshots (issue 16: an RBD snapshot a killed delete left for ever)
+            ('vdi_delete_snapshot', 'VDI_DELETE'))
+# rows that act on the snapshot S of the base state
+NEEDS_SNAPSHOT = ('vdi_revert', 'vdi_delete_snapshot')
 # a datapath that outlives the driver process (a daemon, a kernel mapping) is mutable
 # state of the host too: a profile opts in with DATAPATH_CRASH = True (README.md)
 DATAPATH_COMMANDS = ('vdi_attach', 'vdi_detach')
@@ -102,7 +107,11 @@ class Scenario(object):
 
     # --- the command under test -----------------------------------------------------
     def run(self, command, env=None):
-        """Run ``command`` on the base state (on A; a revert goes back to S)."""
+        """Run ``command`` on the base state (on A; a revert goes back to S, and
+        vdi_delete_snapshot deletes S)."""
+        if command == 'vdi_delete_snapshot':
+            self.act('vdi_delete', self.S, env)
+            return
         self.act(command, self.S if command == 'vdi_revert' else self.A, env)
 
     def act(self, command, ref, env=None):
@@ -229,6 +238,8 @@ class Scenario(object):
         """The same command again, unarmed: it must work on the recovered state."""
         if command == 'vdi_delete' and self.uuid_gone(self.A):
             return
+        if command == 'vdi_delete_snapshot' and self.uuid_gone(self.S):
+            return
         self.run(command)
         if command == 'vdi_attach':
             self.pool.vdi_detach(self.A)
@@ -314,7 +325,7 @@ def supported_commands(profile, workdir):
     finally:
         pool.close()
     return [c for c, feature in COMMANDS if feature in features
-            and (c != 'vdi_revert' or 'VDI_SNAPSHOT' in features)] + \
+            and (c not in NEEDS_SNAPSHOT or 'VDI_SNAPSHOT' in features)] + \
         list(DATAPATH_COMMANDS if getattr(profile, 'DATAPATH_CRASH', False) else ())
 
 

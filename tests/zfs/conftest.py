@@ -11,7 +11,7 @@ import subprocess
 import pytest
 
 from simulator.testkit import sim_pool, sr_maker
-from zfs_rig import MiB, sh
+from zfs_rig import MiB, destroy_dataset, sh
 
 POOL = "srkt"
 
@@ -98,7 +98,7 @@ class SR(object):
         return "%s/%s" % (self.dataset, self.loc(vdi))
 
     def purge(self):
-        sh("zfs", "destroy", "-r", self.dataset, check=False)
+        destroy_dataset(self.dataset)
 
 
 @pytest.fixture

@@ -1,10 +1,12 @@
 """extents and changed_extents of the zfsvol driver, read from zfs send streams of real
 zvols, on both APIs (driver used in-process through its CLI backend, and by pyzfs
 where the test interpreter can import it)."""
+import uuid
+
 import pytest
 
 from simulator.testkit import driver_context, read_at, write_at
-from zfs_rig import MiB, sh
+from zfs_rig import MiB, destroy_dataset, sh
 from framework import meta as m
 
 pytestmark = pytest.mark.zfs
@@ -15,12 +17,11 @@ def driver(tmp_path, zpool):
     from drivers.zfs.driver import ZFSVolDriver
     from framework.options import validate
     cfg = validate(ZFSVolDriver.options, {"pool": zpool, "api": "cli"}, None)
-    d = ZFSVolDriver("00000000-0000-4000-8000-0000000000e1", cfg,
-                     driver_context(tmp_path))
+    # a fresh SR uuid per test: a name another test's cleanup missed can never collide
+    d = ZFSVolDriver(str(uuid.uuid4()), cfg, driver_context(tmp_path))
     d.sr_create(0)
     yield d
-    import subprocess
-    subprocess.run(["zfs", "destroy", "-r", d.sr_ds], capture_output=True)
+    destroy_dataset(d.sr_ds)
 
 
 A = "aaaaaaaa-0000-4000-8000-0000000000a1"
