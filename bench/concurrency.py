@@ -234,13 +234,17 @@ class Load(object):
                 self.outcome.error('race %d: %s' % (number, traceback.format_exc()))
 
     # --- the run and the final checks ---------------------------------------------------
-    def run(self, ops, races):
+    def run(self, ops, races, minutes=None):
         """``ops`` worker operations over 2 hosts x ``workers`` threads, ``races``
-        activation races alongside."""
+        activation races alongside; no new operation after ``minutes``."""
         left = [ops]
         left_lock = threading.Lock()
+        deadline = time.time() + minutes * 60 if minutes else None
 
         def budget():
+            if deadline and time.time() > deadline:
+                stop.set()
+                return False
             with left_lock:
                 left[0] -= 1
                 return left[0] >= 0
@@ -309,7 +313,7 @@ class Load(object):
         return problems
 
 
-def run(name, ops, races, workers=8, seed=0, base=None, log=sys.stderr):
+def run(name, ops, races, workers=8, seed=0, base=None, log=sys.stderr, minutes=None):
     """The load on driver ``name``; returns the figures (a dict; 'faults' lists every
     unexpected error, double or missing winner and leak)."""
     profile = matrix.load_profile(name)
@@ -320,7 +324,7 @@ def run(name, ops, races, workers=8, seed=0, base=None, log=sys.stderr):
     load = Load(profile, matrix.workdir(base, name), workers=workers, seed=seed, log=log)
     figures = {'driver': name, 'seed': seed, 'hosts': 2, 'workers_per_host': workers}
     try:
-        figures['seconds'] = round(load.run(ops, races), 1)
+        figures['seconds'] = round(load.run(ops, races, minutes), 1)
         figures['leaks'] = load.leaks()
     finally:
         figures['teardown'] = load.teardown()
@@ -341,11 +345,13 @@ def main():
     parser.add_argument('--races', type=int, default=20)
     parser.add_argument('--workers', type=int, default=8, help='threads per host')
     parser.add_argument('--seed', type=int, default=None)
+    parser.add_argument('--minutes', type=float, default=None,
+                        help='start no operation after this long (then the final checks)')
     args = parser.parse_args()
     seed = args.seed if args.seed is not None else random.randrange(1 << 30)
     failed = False
     for name in args.driver or ('s3', 'gluster', 'rbd'):
-        figures = run(name, args.ops, args.races, args.workers, seed)
+        figures = run(name, args.ops, args.races, args.workers, seed, minutes=args.minutes)
         print(json.dumps(figures, sort_keys=True))
         sys.stdout.flush()
         failed = failed or bool(figures.get('faults'))
