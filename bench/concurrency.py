@@ -48,7 +48,8 @@ MAX_OWNED = 4   # VDIs one worker holds at most: the SR stays small, deletes sta
 class Outcome(object):
     """What the load saw, shared by every thread (guarded by one lock)."""
 
-    def __init__(self):
+    def __init__(self, log):
+        self.log = log
         self.lock = threading.Lock()
         self.ops = {}
         self.errors = []
@@ -62,6 +63,7 @@ class Outcome(object):
     def error(self, what):
         with self.lock:
             self.errors.append(what)
+        print('ERROR %s' % what, file=self.log)
 
     @property
     def total(self):
@@ -78,7 +80,7 @@ class Load(object):
         self.workers = workers
         self.seed = seed
         self.log = log
-        self.outcome = Outcome()
+        self.outcome = Outcome(log)
         sm_dir = os.path.join(workdir, 'sm')
         os.makedirs(sm_dir)
         os.symlink(os.path.join(REPO, 'sm_drivers', profile.EXECUTABLE),
