@@ -45,6 +45,17 @@ BLOCK = matrix.BLOCK
 MAX_OWNED = 4   # VDIs one worker holds at most: the SR stays small, deletes stay common
 
 
+def device_size(dev):
+    try:
+        fd = os.open(dev, os.O_RDONLY)
+        try:
+            return os.lseek(fd, 0, os.SEEK_END)
+        finally:
+            os.close(fd)
+    except OSError as e:
+        return repr(e)
+
+
 class Outcome(object):
     """What the load saw, shared by every thread (guarded by one lock)."""
 
@@ -146,6 +157,9 @@ class Load(object):
                     try:
                         write_at(dev, 0, data)
                         back = read_at(dev, 0, BLOCK)
+                    except OSError as e:   # name the VDI and what its device looked like
+                        raise OSError(e.errno, '%s on %s (VDI %s, device of %s bytes)' % (
+                            e.strerror, dev, self.uuid(ref), device_size(dev)))
                     finally:
                         self.pool.vdi_detach(ref, host=host)
                     self.expected(ref, data)
