@@ -104,7 +104,12 @@ def alive(record):
         return False
     if record.get('kind') == 'nbd':
         return nbd_device.owned(record)
-    return bool(record.get('loop')) and fuse.backing_of(record['loop']) is not None
+    return bool(record.get('loop')) and fuse.backing_of(record['loop']) == _disk(record)
+
+
+def _disk(record):
+    """The file nbdfuse shows the export as: what this attachment's loop device is on."""
+    return os.path.join(record.get('mount') or '/nonexistent', 'disk')
 
 
 def device_of(record):
@@ -230,10 +235,11 @@ def teardown(state_dir, uuid, record, log, why='', point=None):
             clean = nbd_device.flush(record['device'])
         nbd_device.disconnect(record)
     else:
-        # a loop device on our file that the record does not name (a vdi_attach killed
-        # inside losetup) is ours all the same: its backing file is this VDI's mount
-        disk = os.path.join(record.get('mount') or '/nonexistent', 'disk')
-        for loop in sorted(set(filter(None, [record.get('loop')] + _loops_on(disk)))):
+        # the loop devices on our file, found by their backing file, never by the number
+        # the record names: a stale record's number may serve another VDI now (it once
+        # detached a fresh attach's device, which read b'' at 6 MiB); a vdi_attach killed
+        # inside losetup left one the record does not name
+        for loop in _loops_on(_disk(record)):
             fuse.detach({'loop': loop})
         fuse.detach({'mount': record.get('mount'), 'pid': record.get('fuse_pid')})
     if point:

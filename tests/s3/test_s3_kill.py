@@ -156,3 +156,34 @@ def test_killed_attach_is_undone_by_the_next_attach_or_scan(pool, sr, point, rec
     with open("/proc/mounts") as f:
         assert uuid not in f.read()
     assert read_vdi(pool, v, 0, 2 * CHUNK) == pattern("flushed", CHUNK) + pattern("after", CHUNK)
+
+
+def test_a_stale_record_never_detaches_a_loop_device_another_vdi_now_uses(pool, sr):
+    """A killed vdi_attach's record names the loop device it had; once that number is
+    free, another VDI's attach may get it. Cleaning the stale record (sr_scan, or the next
+    attach of its VDI) must leave that device alone: it once made a fresh attach read b''
+    at 6 MiB (the device had been detached under it: size 0)."""
+    from drivers.files import fusedev
+    v = pool.vdi_create(sr.ref, 8 * MiB, name_label="in use")
+    dead = pool.vdi_create(sr.ref, 8 * MiB, name_label="killed attach")
+    path = pool.vdi_attach(v)["params"]
+    try:
+        write_at(path, 6 * MiB, pattern("mine", MiB))
+        state = os.path.join(pool.host_dirs(pool.master)["state"], sr.uuid)
+        gone = sr.location(dead)
+        fusedev.save_record(state, gone, {
+            "kind": "fuse", "state": "starting", "vdi": gone, "writable": True,
+            "settings": os.path.join(state, "nbd.%s.json" % gone), "pid": 0,
+            "socket": "nbd.%s.sock" % gone, "mount": os.path.join(state, "nbd", gone),
+            "loop": path, "cache": ""})
+        pool.sr_scan(sr.ref)
+        assert fusedev.load_record(state, gone) is None   # the stale record is cleaned
+        fd = os.open(path, os.O_RDONLY)
+        try:
+            assert os.lseek(fd, 0, os.SEEK_END) == 8 * MiB
+            assert os.pread(fd, MiB, 6 * MiB) == pattern("mine", MiB)
+        finally:
+            os.close(fd)
+    finally:
+        pool.vdi_detach(v)
+    assert read_vdi(pool, v, 6 * MiB, MiB) == pattern("mine", MiB)
