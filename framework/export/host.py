@@ -8,8 +8,11 @@ SR and VDI found through the local xapi (as xe finds them), run in this process.
 
 ``--status FILE`` keeps a JSON progress record there (the xapi plugin's
 ``progress`` reads it). The session is a local root login on xapi's UNIX socket
-(SRKIT_XAPI_SOCKET overrides the path, as for the drivers). Exit status 0 on
-success, 1 with "Error: …" on stderr otherwise.
+(SRKIT_XAPI_SOCKET overrides the path, as for the drivers); ``--session REF`` uses
+a session the caller made instead (and leaves it open): its ``this_host`` says
+which host this is (the simulator's ``srkit xe vdi-export`` runs this module so,
+as the SR's master host). Exit status 0 on success, 1 with "Error: …" on stderr
+otherwise.
 """
 
 import json
@@ -21,32 +24,39 @@ from framework.errors import SRError
 USAGE = __doc__.split('\n\n')[1]
 
 
+OPTIONS = ('--status', '--session')
+
+
 def parse(argv):
-    """xe-style key=value arguments and ``--status FILE``."""
-    args, status = {}, None
+    """xe-style key=value arguments, and the ``--status FILE`` / ``--session REF``
+    options (a dict keyed by the option's name without dashes)."""
+    args, options = {}, {}
     rest = list(argv)
     while rest:
         item = rest.pop(0)
-        if item == '--status' and rest:
-            status = rest.pop(0)
+        if item in OPTIONS and rest:
+            options[item[2:]] = rest.pop(0)
             continue
         key, eq, value = item.partition('=')
         if not eq:
             raise SRError('BadRequest', 'expected key=value, got %r' % item)
         args[key] = value
-    return args, status
+    return args, options
 
 
 class Host(object):
     """What this host's xapi says about SRs and VDIs."""
 
-    def __init__(self):
+    def __init__(self, session=None):
         from framework.xapi import local_api
-        self.api = local_api()
-        self.ref = self.api.session.login_with_password('root', '', '1.0', 'srkit')
+        self.api = local_api(session)
+        self.own = not session
+        self.ref = session or self.api.session.login_with_password('root', '', '1.0', 'srkit')
         self.host = self.api.session.get_this_host(self.ref)
 
     def close(self):
+        if not self.own:
+            return
         try:
             self.api.session.logout()
         except Exception:
@@ -90,9 +100,9 @@ class Host(object):
         return ref, self.api.VDI.get_uuid(ref), self.api.VDI.get_location(ref)
 
 
-def run(command, args, log, status=None):
+def run(command, args, log, status=None, session=None):
     from framework.export import runner
-    host = Host()
+    host = Host(session)
     created = []
     try:
         filename = args.get('filename')
@@ -150,8 +160,9 @@ def main(argv=None):
     log = Log()
     status = None
     try:
-        args, status = parse(argv[1:])
-        result = run(argv[0], args, log, status)
+        args, options = parse(argv[1:])
+        status = options.get('status')
+        result = run(argv[0], args, log, status, options.get('session'))
     except Exception as e:
         return report_failure(log, argv[0], e, status)
     if status:
