@@ -1,10 +1,10 @@
 """``srkit vdi-export`` / ``srkit vdi-import`` on a host: the same pipeline, with the
 SR and VDI found through the local xapi (as xe finds them), run in this process.
 
-    python3 -m framework.export.host vdi-export uuid=<vdi> filename=<file>|- \\
+    srkit vdi-export uuid=<vdi> filename=<file>|- \\
         [format=raw|vhd|qcow2] [compression=zstd[:level]|none] [base=<snapshot uuid>]
-    python3 -m framework.export.host vdi-import uuid=<vdi> filename=<file>|- [format=]
-    python3 -m framework.export.host vdi-import sr-uuid=<sr> filename=<file>|- [name-label=]
+    srkit vdi-import uuid=<vdi> filename=<file>|- [format=]
+    srkit vdi-import sr-uuid=<sr> filename=<file>|- [name-label=]
 
 ``--status FILE`` keeps a JSON progress record there (the xapi plugin's
 ``progress`` reads it). The session is a local root login on xapi's UNIX socket
@@ -154,7 +154,7 @@ def main(argv=None):
     from framework.log import Log
     from framework.export.runner import report_failure
     argv = sys.argv[1:] if argv is None else argv
-    if not argv or argv[0] in ('-h', '--help', 'help'):
+    if not argv or set(argv[:2]) & {'-h', '--help', 'help'}:
         sys.stdout.write(USAGE + '\n')
         return 0 if argv else 2
     log = Log()

@@ -54,7 +54,7 @@ def test_srkit_vdi_export_subcommand(local_sr, host_env, tmp_path):
     """`srkit vdi-export` (what the host's /usr/bin/srkit offers) runs the host module."""
     vdi = local_sr.create(SIZE)
     out = str(tmp_path / "d.raw")
-    proc = subprocess.run(["/usr/bin/python3", "-c", "import sys; from simulator import cli; "
+    proc = subprocess.run(["/usr/bin/python3", "-c", "import sys; from framework import cli; "
                            "sys.exit(cli.main())", "vdi-export", "uuid=" + vdi,
                            "filename=" + out, "compression=none"],
                           env=host_env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, cwd="/")
