@@ -97,7 +97,8 @@ class Host(object):
             'name_description': 'imported by srkit', 'type': 'user', 'sharable': False,
             'read_only': False, 'other_config': {}, 'xenstore_data': {}, 'sm_config': {},
             'tags': []})
-        return ref, self.api.VDI.get_uuid(ref), self.api.VDI.get_location(ref)
+        rec = self.api.VDI.get_record(ref)    # one round trip for both fields
+        return ref, rec['uuid'], rec['location']
 
 
 def run(command, args, log, status=None, session=None):
