@@ -71,6 +71,15 @@ def test_plain_sink_leaves_holes_in_a_file_and_writes_zeros_to_a_pipe(tmp_path):
         os.close(w)
 
 
+@pytest.fixture(params=["cli", "module"])
+def engine(request, monkeypatch):
+    """The zstd engine of the reading end (SRKIT_ZSTD)."""
+    if request.param == "module":
+        pytest.importorskip("zstandard")
+    monkeypatch.setenv("SRKIT_ZSTD", request.param)
+    return request.param
+
+
 def _srkit_stream(path, parts):
     """A srkit-framed zstd stream of ``parts`` (bytes, or an int: that many zeros)."""
     from framework.export import container
@@ -96,14 +105,10 @@ def _pieces(path):
         os.close(fd)
 
 
-@pytest.mark.parametrize("engine", ["cli", "module"])
-def test_announced_zero_runs_are_not_decompressed(tmp_path, monkeypatch, engine):
+def test_announced_zero_runs_are_not_decompressed(tmp_path, engine):
     """The reader yields the writer's zero runs as ZeroRun at their offsets (never
     decompressing them), the data around them byte for byte, and zstd -d still
     expands the same file to the whole image."""
-    if engine == "module":
-        pytest.importorskip("zstandard")
-    monkeypatch.setenv("SRKIT_ZSTD", engine)
     a, b = os.urandom(3 * MiB + 5), b"srkit" * 1000
     run1, run2 = 80 * MiB, compress.ZERO_RUN_MIN
     path = tmp_path / "s.zst"
@@ -118,12 +123,8 @@ def test_announced_zero_runs_are_not_decompressed(tmp_path, monkeypatch, engine)
     assert whole.stdout == bytes(run1) + a + bytes(run2 + 3) + b + bytes(run1)
 
 
-@pytest.mark.parametrize("engine", ["cli", "module"])
-def test_read_gives_the_zeros_of_a_run(tmp_path, monkeypatch, engine):
+def test_read_gives_the_zeros_of_a_run(tmp_path, engine):
     """Readers that want bytes (format detection, vhd/qcow2) get a run's zeros."""
-    if engine == "module":
-        pytest.importorskip("zstandard")
-    monkeypatch.setenv("SRKIT_ZSTD", engine)
     from framework.export import instream
     path = tmp_path / "s.zst"
     _srkit_stream(path, [compress.ZERO_RUN_MIN, b"data"])
@@ -138,11 +139,7 @@ def test_read_gives_the_zeros_of_a_run(tmp_path, monkeypatch, engine):
         os.close(fd)
 
 
-@pytest.mark.parametrize("engine", ["cli", "module"])
-def test_an_altered_zero_frame_is_corrupt(tmp_path, monkeypatch, engine):
-    if engine == "module":
-        pytest.importorskip("zstandard")
-    monkeypatch.setenv("SRKIT_ZSTD", engine)
+def test_an_altered_zero_frame_is_corrupt(tmp_path, engine):
     from framework.errors import SRError
     path = tmp_path / "s.zst"
     _srkit_stream(path, [b"x" * 100, compress.ZERO_RUN_MIN, b"y" * 100])

@@ -86,6 +86,13 @@ def test_existing_vdi_import_of_garbage_fails(local_sr, tmp_path):
     assert vdi in local_sr.vdi_uuids()   # a VDI the import did not create stays
 
 
+@pytest.fixture(params=["module", "cli"])
+def env(request):
+    """The environment that picks the zstd engine of both ends."""
+    need_tools("zstd")
+    return {"SRKIT_ZSTD": request.param}
+
+
 def _with_zero_run(sr, tmp_path, env):
     """A raw export whose 32 MiB hole is a zero run (marker and zero frames)."""
     size = 48 * MiB
@@ -97,12 +104,9 @@ def _with_zero_run(sr, tmp_path, env):
     return size, pieces, path
 
 
-@pytest.mark.parametrize("zstd", ["module", "cli"])
-def test_zero_runs_import_as_zeros(local_sr, tmp_path, zstd):
+def test_zero_runs_import_as_zeros(local_sr, tmp_path, env):
     """Zero runs are skipped on a new VDI and cleared on an existing one."""
-    need_tools("zstd")
     from export_rig import apply
-    env = {"SRKIT_ZSTD": zstd}
     size, pieces, path = _with_zero_run(local_sr, tmp_path, env)
     with open(path, "rb") as f:
         assert b"SRKIT1Z" in f.read()
@@ -115,11 +119,8 @@ def test_zero_runs_import_as_zeros(local_sr, tmp_path, zstd):
     assert local_sr.read(old) == apply(bytes(size), pieces)
 
 
-@pytest.mark.parametrize("zstd", ["module", "cli"])
-def test_a_moved_zero_run_is_refused(local_sr, tmp_path, zstd):
+def test_a_moved_zero_run_is_refused(local_sr, tmp_path, env):
     """A zero run announced at the wrong place moves the data after it: refused."""
-    need_tools("zstd")
-    env = {"SRKIT_ZSTD": zstd}
     _, _, path = _with_zero_run(local_sr, tmp_path, env)
     with open(path, "r+b") as f:
         data = f.read()
