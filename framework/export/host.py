@@ -158,6 +158,10 @@ def main(argv=None):
     if not argv or set(argv[:2]) & {'-h', '--help', 'help'}:
         sys.stdout.write(USAGE + '\n')
         return 0 if argv else 2
+    # Our own messages (errors, progress) go to the stderr we were given, through a
+    # descriptor of our own: a driver may point fd 2 elsewhere while it works (rbd
+    # keeps what librados prints there, to scrub it of secrets).
+    sys.stderr = os.fdopen(os.dup(2), 'w', 1)
     log = Log()
     status = None
     try:
