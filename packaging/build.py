@@ -29,7 +29,7 @@ import signing  # noqa: E402
 import spec  # noqa: E402
 
 # what the source tarball (and so the SRPM) carries: enough to rebuild every RPM
-SOURCES = ('framework', 'drivers', 'sm_drivers', 'simulator', 'plugins', 'packaging', 'docs',
+SOURCES = ('framework', 'drivers', 'sm_drivers', 'plugins', 'packaging', 'docs',
            'README.md', 'pyproject.toml', 'Makefile')
 SKIP = ('__pycache__', '.pytest_cache')
 

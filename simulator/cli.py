@@ -1,4 +1,6 @@
-"""The ``srkit`` console script (``srkit = simulator.cli:main``).
+"""The ``srkit`` console script (``srkit = simulator.cli:main``): the host's
+command (framework/cli.py: its dispatcher and the subcommands that run on a host)
+plus the subcommands that drive a simulated pool.
 
 Subcommands are looked up lazily in SUBCOMMANDS, so ``srkit xe sr-list`` imports
 nothing it does not need. To add one, add a line ``"name": ("module:function",
@@ -8,9 +10,10 @@ status. The pool directory is ``--pool DIR``, else ``$SRKIT_POOL``, else
 exported as ``SRKIT_POOL``).
 """
 import argparse
-import importlib
 import os
 import sys
+
+from framework import cli as host_cli
 
 SUBCOMMANDS = {
     "xe": ("simulator.xe:main", "xe-compatible commands against the simulated pool"),
@@ -18,10 +21,9 @@ SUBCOMMANDS = {
     "demo": ("simulator.demo:main", "the main job end to end on the embedded `local` backend"),
     "conformance": ("simulator.conformance.run:main", "run the conformance suite against a driver"),
     "docs": ("simulator.docgen:main", "print (or --write) docs/device-config.md"),
-    # on a host: through the local xapi (docs/export.md); here, `srkit xe vdi-export`
-    "vdi-export": ("framework.export.host:vdi_export", "export a VDI (on a host, via its xapi)"),
-    "vdi-import": ("framework.export.host:vdi_import", "import a VDI (on a host, via its xapi)"),
 }
+# what a host's srkit has (against a simulated pool: `srkit xe vdi-export`)
+SUBCOMMANDS.update(host_cli.HOST_SUBCOMMANDS)
 
 
 def pool_dir():
@@ -54,8 +56,7 @@ def pool_init(argv):
 
 def main(argv=None):
     argv = list(sys.argv[1:] if argv is None else argv)
-    usage = "usage: srkit [--pool DIR] <command> [args...]\n\ncommands:\n" + "".join(
-        "  %-12s %s\n" % (name, text) for name, (_, text) in SUBCOMMANDS.items())
+    usage = host_cli.usage(SUBCOMMANDS, "[--pool DIR] ")
     while argv and argv[0].startswith("--pool"):
         opt = argv.pop(0)
         if "=" in opt:
@@ -65,15 +66,7 @@ def main(argv=None):
         else:
             sys.stderr.write(usage)
             return 2
-    if not argv or argv[0] in ("-h", "--help", "help"):
-        sys.stdout.write(usage)
-        return 0 if argv else 2
-    if argv[0] not in SUBCOMMANDS:
-        sys.stderr.write("srkit: unknown command %r\n\n%s" % (argv[0], usage))
-        return 2
-    target, _ = SUBCOMMANDS[argv[0]]
-    module, func = target.split(":")
-    return getattr(importlib.import_module(module), func)(argv[1:]) or 0
+    return host_cli.dispatch(argv, SUBCOMMANDS, usage)
 
 
 if __name__ == "__main__":

@@ -21,6 +21,7 @@ from simulator.driver_calls import REPO, DriverCalls
 from simulator.errors import XapiError
 from simulator.sm_registry import SmRegistry
 from simulator.xapi_api import now_iso
+from simulator import xapi_vdi
 from simulator.xapi_server import XapiServer
 
 DEFAULT_SM_DIR = os.path.join(REPO, "sm_drivers")
@@ -44,6 +45,7 @@ class Pool(SmRegistry, DriverCalls):
                                         extra_env=extra_env, pythonpath=pythonpath)
         self.db = DB(os.path.join(self.path, "pool.db"))
         self.server = XapiServer(self.db, self.path, log=self.log)
+        xapi_vdi.serve(self.server.api, self)  # VDI.create/destroy need the driver flows
         self.calls = []  # CallRecords of this Pool object, oldest first (bounded)
         self._locks = {}
         self._locks_guard = threading.Lock()

@@ -272,9 +272,9 @@ def vdi_copy(pool, a):
 def _export(name, pool, a):
     from simulator import export
     try:
-        return getattr(export, name)(pool, a)
-    except export.ExportError as e:
-        raise UsageError(str(e))
+        return export.run(pool, name, a)
+    except export.ExportFailed as e:  # the host command has said why on stderr
+        raise SystemExit(e.status)
 
 
 def _done(fn):
@@ -319,10 +319,10 @@ COMMANDS = {
     "vdi-introduce": (vdi_introduce, "sr-uuid= uuid= location= sm-config:k=v"),
     "vdi-copy": (vdi_copy, "uuid= sr-uuid=: a new VDI on that SR with the same data, "
                            "name and description; prints its uuid"),
-    "vdi-export": (lambda p, a: _export("vdi_export", p, a),
+    "vdi-export": (lambda p, a: _export("vdi-export", p, a),
                    "uuid= filename=|- format=raw|vhd|qcow2 compression=zstd[:level]|none "
                    "base=<snapshot uuid>"),
-    "vdi-import": (lambda p, a: _export("vdi_import", p, a),
+    "vdi-import": (lambda p, a: _export("vdi-import", p, a),
                    "uuid= filename=|- [format=]; or (srkit extension) sr-uuid= filename= "
                    "name-label=: creates the VDI, prints its uuid"),
     "secret-create": (lambda p, a: p.secret_create(a.need("value")) + "\n", "value="),

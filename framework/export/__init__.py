@@ -10,8 +10,9 @@
   the compression. ``device``: O_DIRECT reads and batched writes of the device.
 - ``container``: srkit's metadata (header, digest trailer) in zstd skippable
   frames that ``zstd -d`` and qemu-img never see, and the content digest.
-- ``runner``: the process entry point (``python3 -m framework.export JOB``) that
-  the simulator's ``srkit xe vdi-export`` runs; ``host``: the host's
-  ``srkit vdi-export`` / ``vdi-import`` through the local xapi (the xapi plugin
-  ``plugins/srkit`` starts it); ``progress``: tty bar and JSON status file.
+- ``host``: ``srkit vdi-export`` / ``vdi-import`` (``python3 -m framework.export``):
+  finds the SR and VDI through xapi (a host's, or the simulator's for
+  ``srkit xe vdi-export``), creates the VDI for an import into a new one and
+  removes it on failure; the xapi plugin ``plugins/srkit`` starts it. ``runner``
+  runs the job it builds; ``progress``: tty bar and JSON status file.
 """

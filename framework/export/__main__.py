@@ -1,5 +1,5 @@
 import sys
 
-from framework.export.runner import main
+from framework.export.host import main
 
-sys.exit(main(sys.argv[1:]))
+sys.exit(main())

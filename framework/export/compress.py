@@ -14,7 +14,10 @@ A long run of zeros (a hole of a raw image) never goes through a compressor:
 the current frame is ended and the run is written as ready-made frames of RLE
 blocks (``zero_frames``), each with its XXH64 checksum, which any zstd decoder
 reads back as zeros. Pushing the zeros through the pipe and the compressor cost
-more CPU than the data itself on a mostly empty disk.
+more CPU than the data itself on a mostly empty disk. The run is announced by a
+skippable frame (``zero_marker``: where in the image it starts, how long it is),
+so that srkit's reading end (instream) can take those frames out of the stream
+unread and never decompress the zeros, while any other zstd decoder expands them.
 """
 
 import os
@@ -37,6 +40,9 @@ ZERO_UNIT = min(_ZERO_XXH64)
 # below this a run of zeros is cheaper to compress than to end the frame for
 ZERO_RUN_MIN = 16 * 1024 * 1024
 _ZERO = bytes(4 * 1024 * 1024)
+# the skippable frame before a run of zero frames: tag, then image offset and length
+ZEROS_TAG = b'SRKIT1Z'
+_ZEROS_MARKER = struct.Struct('<7sQQ')
 
 
 def parse(spec):
@@ -105,6 +111,23 @@ def zero_frames(length):
     if length:
         raise ValueError('%d bytes of zeros left over' % length)
     return b''.join(parts)
+
+
+def zero_marker(offset, length):
+    """The skippable frame announcing ``length`` bytes of zero frames at image ``offset``."""
+    return skippable(_ZEROS_MARKER.pack(ZEROS_TAG, offset, length))
+
+
+def parse_zero_marker(payload):
+    """(offset, length) of a zero marker's payload, or None for any other payload."""
+    if len(payload) != _ZEROS_MARKER.size or not payload.startswith(ZEROS_TAG):
+        return None
+    return _ZEROS_MARKER.unpack(payload)[1:]
+
+
+def known_zero_frames():
+    """{frame bytes: decompressed size} of the zero frames ``zero_frames`` writes."""
+    return dict((_zero_frame(size), size) for size in _ZERO_XXH64)
 
 
 F_SETPIPE_SZ = 1031
@@ -188,12 +211,14 @@ class _Framed(_Sink):
         _Sink.__init__(self, fd)
         self.level = level
         self.open = False
+        self.pos = 0       # image bytes written so far (where a zero run starts)
 
     def zeros(self, n):
         whole = n // ZERO_UNIT * ZERO_UNIT if n >= ZERO_RUN_MIN else 0
         if whole:
             self._end()
-            write_all(self.fd, zero_frames(whole))
+            write_all(self.fd, zero_marker(self.pos, whole) + zero_frames(whole))
+            self.pos += whole
         _Sink.zeros(self, n - whole)
 
     def metadata(self, payload):
@@ -205,6 +230,7 @@ class _Framed(_Sink):
             self._begin()
             self.open = True
         self._write(data)
+        self.pos += len(data)
 
     def _end(self):
         if self.open:

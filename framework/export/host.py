@@ -1,15 +1,18 @@
 """``srkit vdi-export`` / ``srkit vdi-import`` on a host: the same pipeline, with the
 SR and VDI found through the local xapi (as xe finds them), run in this process.
 
-    python3 -m framework.export.host vdi-export uuid=<vdi> filename=<file>|- \\
+    srkit vdi-export uuid=<vdi> filename=<file>|- \\
         [format=raw|vhd|qcow2] [compression=zstd[:level]|none] [base=<snapshot uuid>]
-    python3 -m framework.export.host vdi-import uuid=<vdi> filename=<file>|- [format=]
-    python3 -m framework.export.host vdi-import sr-uuid=<sr> filename=<file>|- [name-label=]
+    srkit vdi-import uuid=<vdi> filename=<file>|- [format=]
+    srkit vdi-import sr-uuid=<sr> filename=<file>|- [name-label=]
 
 ``--status FILE`` keeps a JSON progress record there (the xapi plugin's
 ``progress`` reads it). The session is a local root login on xapi's UNIX socket
-(SRKIT_XAPI_SOCKET overrides the path, as for the drivers). Exit status 0 on
-success, 1 with "Error: …" on stderr otherwise.
+(SRKIT_XAPI_SOCKET overrides the path, as for the drivers); ``--session REF`` uses
+a session the caller made instead (and leaves it open): its ``this_host`` says
+which host this is (the simulator's ``srkit xe vdi-export`` runs this module so,
+as the SR's master host). Exit status 0 on success, 1 with "Error: …" on stderr
+otherwise.
 """
 
 import json
@@ -21,32 +24,39 @@ from framework.errors import SRError
 USAGE = __doc__.split('\n\n')[1]
 
 
+OPTIONS = ('--status', '--session')
+
+
 def parse(argv):
-    """xe-style key=value arguments and ``--status FILE``."""
-    args, status = {}, None
+    """xe-style key=value arguments, and the ``--status FILE`` / ``--session REF``
+    options (a dict keyed by the option's name without dashes)."""
+    args, options = {}, {}
     rest = list(argv)
     while rest:
         item = rest.pop(0)
-        if item == '--status' and rest:
-            status = rest.pop(0)
+        if item in OPTIONS and rest:
+            options[item[2:]] = rest.pop(0)
             continue
         key, eq, value = item.partition('=')
         if not eq:
             raise SRError('BadRequest', 'expected key=value, got %r' % item)
         args[key] = value
-    return args, status
+    return args, options
 
 
 class Host(object):
     """What this host's xapi says about SRs and VDIs."""
 
-    def __init__(self):
+    def __init__(self, session=None):
         from framework.xapi import local_api
-        self.api = local_api()
-        self.ref = self.api.session.login_with_password('root', '', '1.0', 'srkit')
+        self.api = local_api(session)
+        self.own = not session
+        self.ref = session or self.api.session.login_with_password('root', '', '1.0', 'srkit')
         self.host = self.api.session.get_this_host(self.ref)
 
     def close(self):
+        if not self.own:
+            return
         try:
             self.api.session.logout()
         except Exception:
@@ -87,12 +97,13 @@ class Host(object):
             'name_description': 'imported by srkit', 'type': 'user', 'sharable': False,
             'read_only': False, 'other_config': {}, 'xenstore_data': {}, 'sm_config': {},
             'tags': []})
-        return ref, self.api.VDI.get_uuid(ref), self.api.VDI.get_location(ref)
+        rec = self.api.VDI.get_record(ref)    # one round trip for both fields
+        return ref, rec['uuid'], rec['location']
 
 
-def run(command, args, log, status=None):
+def run(command, args, log, status=None, session=None):
     from framework.export import runner
-    host = Host()
+    host = Host(session)
     created = []
     try:
         filename = args.get('filename')
@@ -144,14 +155,19 @@ def main(argv=None):
     from framework.log import Log
     from framework.export.runner import report_failure
     argv = sys.argv[1:] if argv is None else argv
-    if not argv or argv[0] in ('-h', '--help', 'help'):
+    if not argv or set(argv[:2]) & {'-h', '--help', 'help'}:
         sys.stdout.write(USAGE + '\n')
         return 0 if argv else 2
+    # Our own messages (errors, progress) go to the stderr we were given, through a
+    # descriptor of our own: a driver may point fd 2 elsewhere while it works (rbd
+    # keeps what librados prints there, to scrub it of secrets).
+    sys.stderr = os.fdopen(os.dup(2), 'w', 1)
     log = Log()
     status = None
     try:
-        args, status = parse(argv[1:])
-        result = run(argv[0], args, log, status)
+        args, options = parse(argv[1:])
+        status = options.get('status')
+        result = run(argv[0], args, log, status, options.get('session'))
     except Exception as e:
         return report_failure(log, argv[0], e, status)
     if status:

@@ -18,6 +18,7 @@ from framework.errors import SRError
 from framework.locks import vdi_lock
 from framework.export import compress, container, qcow2, raw, vhd
 from framework.export.device import Batcher, Device, buffer
+from framework.export.instream import ZeroRun
 from framework.export.progress import Progress
 
 FORMATS = {'raw': raw, 'vhd': vhd, 'qcow2': qcow2}
@@ -47,6 +48,15 @@ def _nonzero(offset, data, unit=1024 * 1024):
         at += step
     if start is not None:
         yield offset + start, view[start:end]
+
+
+def _write_zeros(out, offset, length):
+    """Write ``length`` zeros at ``offset`` through ``out`` (a Batcher)."""
+    while length > 0:
+        step = min(length, len(_ZERO))
+        out.write(offset, memoryview(_ZERO)[:step])
+        offset += step
+        length -= step
 
 
 def align(extents, unit, size):
@@ -332,6 +342,11 @@ def import_vdi(inv, location, src, reader, fresh, status=None):
                     n = len(data)
                     if offset + n > volume.virtual_size:
                         raise compress.corrupt('data at %d beyond the disk' % offset)
+                    if isinstance(data, ZeroRun):  # taken out of the stream undecompressed
+                        if not skip_zeros:
+                            _write_zeros(out, offset, n)
+                        bar.add(n)
+                        continue
                     # zero parts add nothing to the digest: it only needs what is written
                     for at, piece in _nonzero(offset, data) if skip_zeros else [(offset, data)]:
                         digest.update(at, piece)

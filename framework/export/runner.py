@@ -1,21 +1,16 @@
-"""The process that runs one export or import: ``python3 -m framework.export JOB``.
+"""Run one export or import described by a job (``framework.export.host`` builds
+it from what xapi says about the SR and VDI)::
 
-JOB is a JSON object naming the SR (type, uuid, device_config as xapi's PBD has
-it, optionally a session for secrets), the VDI (uuid, location) and the
-transfer::
-
+    {"sr_type", "sr_uuid", "sr_ref", "device_config" (the PBD's, with SRmaster),
+     "host_ref", "session_ref", "vdi_uuid", "vdi_location", ...}
     {"op": "export", "format": "qcow2", "compression": "zstd:3",
-     "filename": "-", "base_uuid": "", "base_location": "", ...}
-    {"op": "import", "filename": "-", "format": "", "create": false, ...}
+     "filename": "-", "base_uuid": "", "base_location": ""}
+    {"op": "import", "filename": "-", "format": "", "create": false}
 
 ``filename`` "-" is stdout (export) or stdin (import). With ``"create": true``
-(import into a new VDI) the VDI does not exist yet: once the stream's header
-has said how big it must be, the runner asks its caller on the control socket
-(fd ``control_fd``): it sends ``{"virtual_size": N}`` and reads back
-``{"uuid": …, "location": …}`` (or ``{"error": …}``). The caller, who created it,
-destroys it when the runner exits non-zero.
-
-Exit status 0 on success; otherwise 1 with "Error: <fault name>: <detail>" on stderr.
+(import into a new VDI) the VDI does not exist yet: once the stream's header has
+said how big it must be, ``run`` calls its ``creator``; the caller, who created
+it, destroys it when ``run`` raises.
 """
 
 import json
@@ -37,20 +32,6 @@ def _invocation(job, log):
               'session_ref': job.get('session_ref', ''), 'host_ref': job.get('host_ref', ''),
               'sr_ref': job.get('sr_ref', '')}
     return Invocation(wire.Request('vdi_' + job['op'], params), cls, log)
-
-
-def _ask(control_fd, request):
-    os.write(control_fd, (json.dumps(request) + '\n').encode())
-    reply = b''
-    while not reply.endswith(b'\n'):
-        more = os.read(control_fd, 4096)
-        if not more:
-            raise SRError('SMGeneral', 'the caller closed the control socket')
-        reply += more
-    answer = json.loads(reply.decode())
-    if answer.get('error'):
-        raise SRError('SMGeneral', 'creating the VDI failed: %s' % answer['error'])
-    return answer
 
 
 def run(job, log, creator=None, status=None):
@@ -109,33 +90,6 @@ def run(job, log, creator=None, status=None):
     finally:
         if fd != 0:
             os.close(fd)
-
-
-def main(argv):
-    from framework.log import Log
-    # Our own messages (errors, progress) go to the stderr we were given, through a
-    # descriptor of our own: a driver may point fd 2 elsewhere while it works (rbd
-    # keeps what librados prints there, to scrub it of secrets).
-    sys.stderr = os.fdopen(os.dup(2), 'w', 1)
-    log = Log()
-    if len(argv) != 1:
-        sys.stderr.write('usage: python3 -m framework.export JOB_JSON\n')
-        return 2
-    job = json.loads(argv[0])
-    control = job.get('control_fd')
-
-    def creator(size):
-        if control is None:
-            raise SRError('BadRequest', 'no way to create a VDI from here')
-        answer = _ask(int(control), {'virtual_size': size})
-        return answer['uuid'], answer['location']
-    try:
-        result = run(job, log, creator)
-    except Exception as e:
-        return report_failure(log, job.get('op'), e)
-    if control is not None:
-        os.write(int(control), (json.dumps(dict(result, done=True)) + '\n').encode())
-    return 0
 
 
 def report_failure(log, what, error, status=None):

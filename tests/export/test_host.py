@@ -54,7 +54,7 @@ def test_srkit_vdi_export_subcommand(local_sr, host_env, tmp_path):
     """`srkit vdi-export` (what the host's /usr/bin/srkit offers) runs the host module."""
     vdi = local_sr.create(SIZE)
     out = str(tmp_path / "d.raw")
-    proc = subprocess.run(["/usr/bin/python3", "-c", "import sys; from simulator import cli; "
+    proc = subprocess.run(["/usr/bin/python3", "-c", "import sys; from framework import cli; "
                            "sys.exit(cli.main())", "vdi-export", "uuid=" + vdi,
                            "filename=" + out, "compression=none"],
                           env=host_env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, cwd="/")
@@ -107,3 +107,28 @@ def test_plugin_export_job_and_progress(local_sr, host_env, tmp_path, monkeypatc
         plugin.vdi_export(None, {"uuid": vdi, "filename": "-"})
     with pytest.raises(ValueError):
         plugin.progress(None, {"job": "../../etc/passwd"})
+
+
+def test_simulated_xapi_creates_and_destroys_vdis_through_the_driver(local_sr):
+    """VDI.create / VDI.destroy (what the host command's `sr-uuid=` import calls) run
+    the SR's driver, as xapi does: the backend file appears and goes."""
+    from simulator.errors import XapiError
+    pool = local_sr.pool
+    api = pool.server.api
+    session = api.call("session.login_with_password", ["root", "", "1.0", "test"])
+    record = {"SR": local_sr.ref, "virtual_size": str(SIZE), "name_label": "new",
+              "name_description": "", "type": "user", "sharable": False, "read_only": False,
+              "other_config": {}, "xenstore_data": {}, "sm_config": {}, "tags": []}
+    def files():
+        return set(os.path.join(d, f) for d, _, names in os.walk(local_sr.root) for f in names)
+    before = files()
+    ref = api.call("VDI.create", [session, record])
+    rec = pool.vdi_record(ref)
+    assert rec["name_label"] == "new" and int(rec["virtual_size"]) == SIZE
+    assert files() != before
+    api.call("VDI.destroy", [session, ref])
+    assert files() == before
+    assert rec["uuid"] not in local_sr.vdi_uuids()
+    with pytest.raises(XapiError) as e:
+        api.call("VDI.create", [session, dict(record, SR="OpaqueRef:nope")])
+    assert e.value.code == "HANDLE_INVALID"

@@ -84,3 +84,47 @@ def test_existing_vdi_import_of_garbage_fails(local_sr, tmp_path):
     proc = local_sr.xe("vdi-import", "uuid=" + vdi, "filename=" + str(path), check=False)
     assert proc.returncode != 0 and "corrupt" in proc.stderr.decode()
     assert vdi in local_sr.vdi_uuids()   # a VDI the import did not create stays
+
+
+@pytest.fixture(params=["module", "cli"])
+def env(request):
+    """The environment that picks the zstd engine of both ends."""
+    need_tools("zstd")
+    return {"SRKIT_ZSTD": request.param}
+
+
+def _with_zero_run(sr, tmp_path, env):
+    """A raw export whose 32 MiB hole is a zero run (marker and zero frames)."""
+    size = 48 * MiB
+    vdi = sr.create(size)
+    pieces = {0: os.urandom(MiB), 40 * MiB: os.urandom(MiB)}
+    sr.write(vdi, pieces)
+    path = str(tmp_path / "holes.raw.zst")
+    sr.xe("vdi-export", "uuid=" + vdi, "filename=" + path, "format=raw", env=env)
+    return size, pieces, path
+
+
+def test_zero_runs_import_as_zeros(local_sr, tmp_path, env):
+    """Zero runs are skipped on a new VDI and cleared on an existing one."""
+    from export_rig import apply
+    size, pieces, path = _with_zero_run(local_sr, tmp_path, env)
+    with open(path, "rb") as f:
+        assert b"SRKIT1Z" in f.read()
+    new = local_sr.xe("vdi-import", "sr-uuid=" + local_sr.uuid, "filename=" + path,
+                      env=env).stdout.decode().strip()
+    assert local_sr.read(new) == apply(bytes(size), pieces)
+    old = local_sr.create(size)
+    local_sr.write(old, {8 * MiB: b"old" * 100000, 30 * MiB: b"x" * 4096})
+    local_sr.xe("vdi-import", "uuid=" + old, "filename=" + path, env=env)
+    assert local_sr.read(old) == apply(bytes(size), pieces)
+
+
+def test_a_moved_zero_run_is_refused(local_sr, tmp_path, env):
+    """A zero run announced at the wrong place moves the data after it: refused."""
+    _, _, path = _with_zero_run(local_sr, tmp_path, env)
+    with open(path, "r+b") as f:
+        data = f.read()
+        at = data.find(b"SRKIT1Z") + 7          # the run's offset in the image
+        f.seek(at)
+        f.write((int.from_bytes(data[at:at + 8], "little") + MiB).to_bytes(8, "little"))
+    _refused(local_sr, path, ["corrupt"], env)
