@@ -292,6 +292,11 @@ class RBDDriver(SRMixin, ScanMixin, IndexMixin, ReclaimMixin, LeaseMixin, Attach
         with self._image(entry.image, read_only=True, snapshot=snap) as img:
             return self._diff(img, base.snap, entry.size)
 
+    @mapped()
+    def data_destroy(self, uuid):
+        from drivers.ceph import cbt
+        cbt.data_destroy(self, uuid)
+
     @staticmethod
     def _diff(img, from_snap, size):
         """Extents written since ``from_snap`` (None: allocated ones), by fast-diff (the
@@ -299,9 +304,11 @@ class RBDDriver(SRMixin, ScanMixin, IndexMixin, ReclaimMixin, LeaseMixin, Attach
         exact: a byte-exact diff (one list-snaps per object) of the changed objects
         only. Whole objects alone made a delta of 1 MiB writes read 4x the changed
         bytes; exact diffs alone cost a request for every object of the image."""
-        def collect(into):
+        def collect(into, discards=False):
+            # since a snapshot, a discarded range changed too (it reads zeros now):
+            # a delta or a CBT bitmap without it would keep the old data
             def cb(offset, length, exists):
-                if exists:
+                if exists or discards:
                     if into and into[-1][0] + into[-1][1] == offset:
                         into[-1] = (into[-1][0], into[-1][1] + length)
                     else:
@@ -309,12 +316,13 @@ class RBDDriver(SRMixin, ScanMixin, IndexMixin, ReclaimMixin, LeaseMixin, Attach
                 return 0
             return cb
         objects, extents = [], []
-        img.diff_iterate(0, size, from_snap, collect(objects), include_parent=True,
+        since = from_snap is not None
+        img.diff_iterate(0, size, from_snap, collect(objects, since), include_parent=True,
                          whole_object=True)
-        if from_snap is None:
+        if not since:
             return objects
         for offset, length in objects:
-            img.diff_iterate(offset, length, from_snap, collect(extents), include_parent=True,
-                             whole_object=False)
+            img.diff_iterate(offset, length, from_snap, collect(extents, True),
+                             include_parent=True, whole_object=False)
         return extents
 
