@@ -14,6 +14,8 @@ import sys
 
 SUBCOMMANDS = {
     "xe": ("simulator.xe:main", "xe-compatible commands against the simulated pool"),
+    "serve": ("simulator.serve:main", "serve the pool's XenAPI over HTTP on 127.0.0.1 "
+                                      "(for XenAPI clients: backup tools)"),
     "pool-init": ("simulator.cli:pool_init", "create (or extend) a simulated pool"),
     "demo": ("simulator.demo:main", "the main job end to end on the embedded `local` backend"),
     "conformance": ("simulator.conformance.run:main", "run the conformance suite against a driver"),

@@ -1,0 +1,75 @@
+"""The XenAPI calls a client (a backup tool, XO, ``XenAPI.Session``) makes that
+run the storage flows: ``VDI.snapshot``, ``VDI.clone``, ``VDI.destroy``,
+``VDI.resize``, the CBT calls, ``VDI.get_nbd_info`` and ``SR.scan``.
+
+Each one is the pool's flow (:class:`simulator.pool.Pool`), the very code path
+``srkit xe`` runs, so a driver cannot tell a XenAPI client from the CLI. Records,
+getters and ``get_all_records`` are :class:`simulator.xapi_api.XapiApi`'s generic
+accessors. Synchronous calls only (no ``Async.*`` tasks).
+"""
+from simulator.errors import XapiError
+
+
+def _int64(method, value):
+    """An int64 parameter as it travels in xapi's XML-RPC (a decimal string)."""
+    try:
+        if isinstance(value, bool):
+            raise ValueError
+        return int(value)
+    except (TypeError, ValueError):
+        raise XapiError("FIELD_TYPE_ERROR", ["size"])
+
+
+class ClientCalls(object):
+    """``call(cls, name, session, args)`` for the methods below, or None when the
+    method is not one of them (the caller falls back to generic accessors)."""
+
+    def __init__(self, pool):
+        self.pool = pool
+
+    # name -> (number of arguments after the session, handler)
+    def _table(self):
+        p = self.pool
+        return {
+            "VDI.snapshot": ((1, 2), lambda s, a: p.vdi_snapshot(self._vdi(a[0]), _map(a, 1))),
+            "VDI.clone": ((1, 2), lambda s, a: p.vdi_clone(self._vdi(a[0]), _map(a, 1))),
+            "VDI.destroy": ((1,), lambda s, a: _nil(p.vdi_destroy(self._vdi(a[0])))),
+            "VDI.resize": ((2,), lambda s, a: _nil(p.vdi_resize(self._vdi(a[0]),
+                                                                _int64("VDI.resize", a[1])))),
+            "VDI.enable_cbt": ((1,), lambda s, a: _nil(p.vdi_enable_cbt(self._vdi(a[0])))),
+            "VDI.disable_cbt": ((1,), lambda s, a: _nil(p.vdi_disable_cbt(self._vdi(a[0])))),
+            "VDI.data_destroy": ((1,), lambda s, a: _nil(p.vdi_data_destroy(self._vdi(a[0])))),
+            "VDI.list_changed_blocks": ((2,), lambda s, a: p.vdi_list_changed_blocks(
+                self._vdi(a[0]), self._vdi(a[1]))),
+            "VDI.get_nbd_info": ((1,), lambda s, a: p.nbd.get_nbd_info(self._vdi(a[0]), s)),
+            "SR.scan": ((1,), lambda s, a: _nil(p.sr_scan(self._sr(a[0])))),
+        }
+
+    def handles(self, method):
+        return method in self._table()
+
+    def call(self, method, session, args):
+        counts, fn = self._table()[method]
+        if len(args) not in counts:
+            raise XapiError("MESSAGE_PARAMETER_COUNT_MISMATCH",
+                            [method, str(max(counts) + 1), str(len(args) + 1)])
+        return fn(session, list(args))
+
+    def _vdi(self, ref):
+        self.pool.vdi_record(ref)  # HANDLE_INVALID for a stale or foreign ref
+        return ref
+
+    def _sr(self, ref):
+        self.pool.sr_record(ref)
+        return ref
+
+
+def _map(args, i):
+    value = args[i] if len(args) > i else {}
+    if not isinstance(value, dict):
+        raise XapiError("FIELD_TYPE_ERROR", ["driver_params"])
+    return {str(k): str(v) for k, v in value.items()}
+
+
+def _nil(_):
+    return ""
