@@ -11,6 +11,7 @@ request values in framework.values, per-host markers in framework.markers.
 
 import os
 
+from framework import cbt
 from framework import crash
 from framework import meta as m
 from framework import driver as contract
@@ -31,8 +32,8 @@ MASTER_ONLY = ('sr_scan', 'vdi_create', 'vdi_delete', 'vdi_snapshot', 'vdi_clone
                'vdi_data_destroy', 'vdi_list_changed_blocks')
 
 # Known to SMAPIv1 but not offered by srkit drivers: answered with Unimplemented (38).
-UNIMPLEMENTED = ('sr_content_type', 'vdi_compose', 'vdi_enable_cbt', 'vdi_disable_cbt',
-                 'vdi_data_destroy', 'vdi_list_changed_blocks', 'vdi_resize_online')
+# The CBT commands (framework.cbt) are too, for a driver without its primitives.
+UNIMPLEMENTED = ('sr_content_type', 'vdi_compose', 'vdi_resize_online')
 
 STATE_ROOT = '/run/srkit'
 
@@ -196,6 +197,7 @@ def _copy(inv, primitive, make_meta):
     require(inv, primitive)
     with sr_lock(inv.sr_uuid), vdi_lock(inv.vdi_uuid):
         source = volume_at(inv)
+        cbt.refuse_destroyed(source, inv.command)
         uuid = new_uuid()
         record = make_meta(source.meta)
         volume = getattr(inv.driver, primitive)(source.uuid, uuid, record)
@@ -208,14 +210,14 @@ def _copy(inv, primitive, make_meta):
 
 def vdi_snapshot(inv):
     source_uuid = inv.vdi_uuid
-    return _copy(inv, 'snapshot', lambda src: m.merged(src, m.new(
+    return _copy(inv, 'snapshot', lambda src: cbt.for_snapshot(m.merged(src, m.new(
         src.get(m.NAME, ''), src.get(m.DESCRIPTION, ''), src.get(m.TYPE) or 'user',
-        True, True, source_uuid, now())))
+        True, True, source_uuid, now()))))
 
 
 def vdi_clone(inv):
-    return _copy(inv, 'clone', lambda src: m.merged(src, m.new(
-        src.get(m.NAME, ''), src.get(m.DESCRIPTION, ''), src.get(m.TYPE) or 'user')))
+    return _copy(inv, 'clone', lambda src: cbt.for_clone(m.merged(src, m.new(
+        src.get(m.NAME, ''), src.get(m.DESCRIPTION, ''), src.get(m.TYPE) or 'user'))))
 
 
 def vdi_resize(inv):
@@ -250,6 +252,7 @@ def vdi_revert(inv):
     target = inv.xapi.vdi_record(target_ref)
     with sr_lock(inv.sr_uuid), vdi_lock(target['uuid']):
         snapshot = volume_at(inv)
+        cbt.refuse_destroyed(snapshot, 'vdi_revert')
         if volume_at(inv, target['location']) is None:
             raise SRError('VDIMissing', target['location'])
         if attached_here(inv, target['location']):
@@ -271,6 +274,7 @@ HANDLERS = dict((name, globals()[name]) for name in (
     'vdi_epoch_end', 'vdi_snapshot', 'vdi_clone', 'vdi_resize', 'vdi_revert',
     'vdi_generate_config', 'vdi_attach_from_config', 'vdi_detach_from_config'))
 HANDLERS.update((name, _unimplemented) for name in UNIMPLEMENTED)
+HANDLERS.update(cbt.HANDLERS)
 
 # Commands that run without a session (xapi gives none) and without an SR.
 NO_SESSION = ('sr_get_driver_info', 'vdi_attach_from_config', 'vdi_detach_from_config')
@@ -342,6 +346,8 @@ def dispatch(request, driver_cls, log):
     handler = HANDLERS.get(command)
     if handler is None:
         raise SRError('BadRequest', 'unknown command %r' % command)
+    if command in cbt.COMMANDS and not cbt.offered(driver_cls):
+        handler = _unimplemented
     if command not in NO_SR and not request.get('sr_uuid'):
         raise SRError('BadRequest', '%s needs sr_uuid' % command)
     # both name lock files and state directories: never let them be paths

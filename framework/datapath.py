@@ -4,6 +4,7 @@ Each is idempotent through a per-host marker (framework.markers): xapi may repea
 them, e.g. after a toolstack restart.
 """
 
+from framework.cbt import refuse_destroyed
 from framework.errors import SRError
 from framework.locks import vdi_lock
 from framework.markers import Marker
@@ -20,6 +21,7 @@ def attach_location(inv, location, writable):
         path = known
     else:
         volume = volume_at(inv, location)
+        refuse_destroyed(volume, 'attach')   # vdi_attach and the export pipeline
         path = inv.driver.attach(location, writable and not volume.read_only)
         marker.write(path)
     return {

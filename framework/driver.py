@@ -172,9 +172,13 @@ class Driver(object):
     # def deactivate(self, uuid):                guard across hosts (locks, leases)
     # def extents(self, uuid):            -> sparse export: [(offset, length)] of data
     # def changed_extents(self, uuid, base_uuid): -> incremental export since a snapshot
+    #     (uuid: the VDI or a later snapshot of it; base_uuid may be data-destroyed)
+    # def data_destroy(self, uuid):  with changed_extents -> VDI_CONFIG_CBT: free what
+    #     the backend can of snapshot uuid, keeping what changed_extents needs of it;
+    #     idempotent (framework/cbt.py marks the VDI first, then calls it)
 
 
-# Optional primitive -> xapi capabilities it implies.
+# Optional primitive (or all of a tuple of them) -> xapi capabilities it implies.
 CAPABILITY_OF = (
     ('probe', ('SR_PROBE',)),
     ('snapshot', ('VDI_SNAPSHOT',)),
@@ -182,6 +186,7 @@ CAPABILITY_OF = (
     ('resize', ('VDI_RESIZE',)),
     ('revert', ('VDI_REVERT',)),
     ('activate', ('VDI_ACTIVATE', 'VDI_DEACTIVATE')),
+    (('changed_extents', 'data_destroy'), ('VDI_CONFIG_CBT',)),
 )
 
 # What every driver gets from the framework itself.
@@ -202,7 +207,8 @@ def implements(cls, primitive):
 def capabilities(cls):
     caps = list(BASE_CAPABILITIES)
     for primitive, names in CAPABILITY_OF:
-        if implements(cls, primitive):
+        needed = primitive if isinstance(primitive, tuple) else (primitive,)
+        if all(implements(cls, p) for p in needed):
             caps.extend(names)
     if implements(cls, 'resize') and cls.resize_online:
         caps.append('VDI_RESIZE_ONLINE')

@@ -39,6 +39,10 @@ ERRORS = {
     'EIO': (200, 'General IO error'),
     'SMGeneral': (202, 'General backend error'),
     'IllegalXMLChar': (447, 'Illegal XML character.'),
+    'CBTActivateFailed': (457, 'Unable to activate changed block tracking.'),
+    'CBTDeactivateFailed': (458, 'Unable to deactivate changed block tracking.'),
+    'CBTMetadataInconsistent': (459, 'CBT metadata inconsistent'),
+    'CBTChangedBlocksError': (460, 'Failed to calculate changed blocks for given VDIs.'),
     'GenericException': (1200, 'SM has thrown a generic python exception'),
 }
 

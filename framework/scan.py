@@ -4,6 +4,7 @@ The recovery path of every killed command (docs/crash-consistency.md): scan
 introduces what xapi does not know, forgets what the backend lost, re-reads sizes.
 """
 
+from framework import cbt
 from framework import meta as m
 from framework.locks import sr_lock
 from framework.values import new_uuid
@@ -48,6 +49,9 @@ def reconcile(inv, volumes):
             xapi.set_vdi_sizes(ref, volume)
         if bool(rec['read_only']) != volume.read_only:
             xapi.set_read_only(ref, volume.read_only)
+        # the backend is the authority on tracking, as sm's scan (cbt_enabled)
+        if 'cbt_enabled' in rec and bool(rec['cbt_enabled']) != cbt.enabled(volume.meta):
+            xapi.set_cbt_enabled(ref, cbt.enabled(volume.meta))
         # xapi is the authority on names while it knows the VDI: keep the backend copy
         # current, so a later scan on a fresh pool restores what users last saw.
         current = m.from_record(rec, lambda r: uuid_of_ref.get(r, ''))

@@ -240,14 +240,15 @@ class Xapi(object):
         The location is the volume's backend name; the xapi uuid is the same
         unless vdi_introduce imposes another.
         """
+        from framework import cbt
         from framework import meta as m
         return self._call(
             'VDI.db_introduce', uuid or volume.uuid, meta.get(m.NAME, ''),
-            meta.get(m.DESCRIPTION, ''), self.sr_ref, meta.get(m.TYPE) or 'user',
+            meta.get(m.DESCRIPTION, ''), self.sr_ref, cbt.vdi_type(meta),
             False, volume.read_only, {}, volume.uuid, {}, {}, True,
             str(volume.virtual_size), str(volume.physical_utilisation), NULL_REF,
             m.flag(meta, m.IS_SNAPSHOT), meta.get(m.SNAPSHOT_TIME) or m.EPOCH,
-            snapshot_of_ref, False)
+            snapshot_of_ref, cbt.enabled(meta))
 
     def forget(self, ref):
         self._call('VDI.db_forget', ref)
@@ -258,6 +259,9 @@ class Xapi(object):
 
     def set_read_only(self, ref, read_only):
         self._call('VDI.set_read_only', ref, read_only)
+
+    def set_cbt_enabled(self, ref, value):
+        self._call('VDI.set_cbt_enabled', ref, value)
 
     # --- SR --------------------------------------------------------------------------
     def set_sr_sizes(self, physical_size, physical_utilisation, virtual_allocation):

@@ -299,9 +299,11 @@ class RBDDriver(SRMixin, ScanMixin, IndexMixin, ReclaimMixin, LeaseMixin, Attach
         exact: a byte-exact diff (one list-snaps per object) of the changed objects
         only. Whole objects alone made a delta of 1 MiB writes read 4x the changed
         bytes; exact diffs alone cost a request for every object of the image."""
-        def collect(into):
+        def collect(into, discards=False):
+            # since a snapshot, a discarded range changed too (it reads zeros now):
+            # a delta or a CBT bitmap without it would keep the old data
             def cb(offset, length, exists):
-                if exists:
+                if exists or discards:
                     if into and into[-1][0] + into[-1][1] == offset:
                         into[-1] = (into[-1][0], into[-1][1] + length)
                     else:
@@ -309,12 +311,13 @@ class RBDDriver(SRMixin, ScanMixin, IndexMixin, ReclaimMixin, LeaseMixin, Attach
                 return 0
             return cb
         objects, extents = [], []
-        img.diff_iterate(0, size, from_snap, collect(objects), include_parent=True,
+        since = from_snap is not None
+        img.diff_iterate(0, size, from_snap, collect(objects, since), include_parent=True,
                          whole_object=True)
-        if from_snap is None:
+        if not since:
             return objects
         for offset, length in objects:
-            img.diff_iterate(offset, length, from_snap, collect(extents), include_parent=True,
-                             whole_object=False)
+            img.diff_iterate(offset, length, from_snap, collect(extents, True),
+                             include_parent=True, whole_object=False)
         return extents
 
