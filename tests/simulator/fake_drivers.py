@@ -247,7 +247,8 @@ if CMD in ("vdi_enable_cbt", "vdi_disable_cbt"):
 if CMD == "vdi_data_destroy":
     meta[LOC]["digests"] = digests(LOC)
     save()
-    os.unlink(img(LOC))
+    if os.path.exists(img(LOC)):  # a second data_destroy is a no-op
+        os.unlink(img(LOC))
     reply(None)
 if CMD == "vdi_list_changed_blocks":
     to = xapi("VDI.get_location", REQ["args"][0])
