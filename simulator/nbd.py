@@ -23,6 +23,7 @@ import shutil
 import socket
 import subprocess
 import threading
+import time
 
 from simulator.errors import XapiError
 
@@ -123,14 +124,18 @@ class NbdExports(object):
     def _watch(self, export, host):
         """Wait for the end of the export, then unplug the VDI."""
         port = int(export.info["port"])
+        deadline = time.monotonic() + self.accept_window
         try:
-            if not export.stop.wait(self.accept_window) and export.proc.poll() is None \
-                    and established_connections(port) == 0:
-                self.pool.log("NBD export of %s: no client within %.0fs"
-                              % (export.vdi, self.accept_window))
-                export.stop.set()
+            # qemu-nbd exits by itself once its last client has gone: poll for that,
+            # for close(), and for the end of the accept window
             while not export.stop.is_set() and export.proc.poll() is None:
-                export.stop.wait(0.2)
+                if deadline is not None and time.monotonic() >= deadline:
+                    deadline = None
+                    if established_connections(port) == 0:
+                        self.pool.log("NBD export of %s: no client within %.0fs"
+                                      % (export.vdi, self.accept_window))
+                        break
+                export.stop.wait(0.1)
             if export.proc.poll() is None:
                 export.proc.terminate()
             try:

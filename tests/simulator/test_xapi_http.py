@@ -135,6 +135,7 @@ def test_xapi_checks_before_the_driver(cbt_pool, cbt_sr, x, tmp_path):
 
 
 def test_nbd_export_reads_the_vdi_and_goes_away(cbt_pool, cbt_sr, session, x):
+    cbt_pool.nbd.accept_window = 600  # only the client's disconnect may end it here
     vdi = cbt_pool.vdi_create(cbt_sr, 3 * MiB)
     data = os.urandom(3 * MiB)
     write(cbt_pool, vdi, 0, data)
@@ -152,7 +153,7 @@ def test_nbd_export_reads_the_vdi_and_goes_away(cbt_pool, cbt_sr, session, x):
         assert c.read(0, 3 * MiB) == data
         with NbdClient(info["address"], info["port"], info["exportname"], use_go=False) as c2:
             assert c2.read(MiB - 7, 100) == data[MiB - 7:MiB + 93]
-    cbt_pool.nbd.wait_closed(vdi, timeout=30)
+    cbt_pool.nbd.wait_closed(vdi, timeout=60)
     assert cbt_pool.nbd.active() == {}
     assert cbt_pool.records("datapath") == []
 
