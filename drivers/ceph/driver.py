@@ -292,6 +292,11 @@ class RBDDriver(SRMixin, ScanMixin, IndexMixin, ReclaimMixin, LeaseMixin, Attach
         with self._image(entry.image, read_only=True, snapshot=snap) as img:
             return self._diff(img, base.snap, entry.size)
 
+    @mapped()
+    def data_destroy(self, uuid):
+        from drivers.ceph import cbt
+        cbt.data_destroy(self, uuid)
+
     @staticmethod
     def _diff(img, from_snap, size):
         """Extents written since ``from_snap`` (None: allocated ones), by fast-diff (the

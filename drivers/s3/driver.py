@@ -309,6 +309,12 @@ class S3Driver(Driver):
     def changed_extents(self, uuid, base_uuid):
         return manifest.changed_extents(self._need(uuid), self._need(base_uuid))
 
+    @_mapped()
+    @_writes
+    def data_destroy(self, uuid):
+        from drivers.s3 import cbt
+        cbt.data_destroy(self, uuid)
+
     # --- single writer ------------------------------------------------------------------
 
     @_mapped('VDIUnavailable')

@@ -4,6 +4,7 @@ one JSON document, so one PUT (atomic on every S3 server) changes a VDI.
     {"format": 1, "uuid": "<vdi uuid>", "size": <bytes>, "chunk_size": <bytes>,
      "chunks": {"<index>": "<sha256>", ...},      holes have no entry
      "meta": {...framework metadata...}}
+    a data-destroyed snapshot (CBT) has "chunks": {} and its map in "cbt_hashes"
 
 Changes are read-modify-write guarded by If-Match on the ETag read; on servers
 that ignore If-Match the last writer wins (docs/s3.md).
@@ -91,10 +92,12 @@ def extents(doc):
 
 
 def changed_extents(doc, base):
-    """[(offset, length)] of the chunks that differ from ``base`` (a snapshot)."""
-    mine, theirs = doc['chunks'], base['chunks']
+    """[(offset, length)] of the chunks that differ from ``base`` (a snapshot, maybe
+    data-destroyed: its hashes are kept for this)."""
+    mine, theirs = hashes(doc), hashes(base)
     if doc['chunk_size'] != base['chunk_size']:
-        return extents(doc)
+        # no chunk-by-chunk comparison: everything may differ, holes included
+        return [(0, doc['size'])] if doc['size'] else []
     changed = set(i for i in set(mine) | set(theirs) if mine.get(i) != theirs.get(i))
     return _runs(sorted(int(i) for i in changed), doc)
 
@@ -112,6 +115,20 @@ def _runs(indexes, doc):
         else:
             out.append((start, length))
     return out
+
+
+def hashes(doc):
+    """{index: sha256} of what the VDI holds, also once its data was destroyed."""
+    return doc['cbt_hashes'] if 'cbt_hashes' in doc else doc['chunks']
+
+
+def drop_data(doc):
+    """vdi_data_destroy: the chunk map moves to ``cbt_hashes``, which the collector
+    does not read (gc.referenced reads ``chunks``): the chunks no other manifest
+    shares are freed, the hashes still tell what changed since. Idempotent."""
+    if 'cbt_hashes' not in doc:
+        doc['cbt_hashes'] = doc['chunks']
+    doc['chunks'] = {}
 
 
 def allocated(doc):
