@@ -7,11 +7,18 @@ the bitmap (a missed block is a silently corrupt backup)."""
 import base64
 import hashlib
 import os
+import shutil
+
+import pytest
 
 from simulator.nbd_client import NbdClient
 
 MiB = 1 << 20
 BLOCK = 64 * 1024
+
+# the NBD exports are qemu-nbd's (Debian qemu-utils, installed by tests/rigs/export.sh)
+needs_qemu_nbd = pytest.mark.skipif(shutil.which("qemu-nbd") is None,
+                                    reason="qemu-nbd missing: tests/rigs/export.sh install")
 
 
 def changed_blocks(b64, size):
@@ -59,6 +66,7 @@ def blocks_of(writes):
     return {b for off, data in writes for b in range(off // BLOCK, (off + len(data) - 1) // BLOCK + 1)}
 
 
+@needs_qemu_nbd
 def test_three_generations_of_delta_backup(pool, sr, xenapi, driver):
     x = xenapi
     size = 8 * MiB

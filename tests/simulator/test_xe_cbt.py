@@ -2,6 +2,7 @@
 that a XenAPI client reaches over HTTP."""
 import base64
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -14,6 +15,10 @@ from simulator import cli
 from simulator.nbd_client import NbdClient, NbdError
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+# the NBD exports are qemu-nbd's (Debian qemu-utils, installed by tests/rigs/export.sh)
+needs_qemu_nbd = pytest.mark.skipif(shutil.which("qemu-nbd") is None,
+                                    reason="qemu-nbd missing: tests/rigs/export.sh install")
 
 
 def xe(capsys, *argv):
@@ -52,6 +57,7 @@ def test_xe_cbt_commands(tmp_path, sm_dir, monkeypatch, capsys):
     assert "cbt-enabled ( RO): false" in xe(capsys, "vdi-param-list", "uuid=" + vdi)[1]
 
 
+@needs_qemu_nbd
 def test_srkit_serve_process(tmp_path, sm_dir):
     """A long-running simulated xapi: XenAPI clients log in over HTTP; on SIGTERM it
     stops its NBD exports and unplugs their VDIs."""
