@@ -71,6 +71,9 @@ class NbdExports(object):
         rec = self.pool.vdi_record(vdi)
         if rec["type"] == "cbt_metadata":
             raise XapiError("VDI_INCOMPATIBLE_TYPE", [vdi, "cbt_metadata"])
+        if not self.pool.db.find("PBD", SR=rec["SR"], host=self.pool.master,
+                                 currently_attached=True):
+            return []  # xapi lists only hosts where the SR is plugged
         with self._lock:
             export = self._exports.get(vdi)
             if export is None or export.proc.poll() is not None:

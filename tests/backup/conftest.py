@@ -17,7 +17,8 @@ from fake_drivers import FAKE_CBT_DRIVER, write_driver  # noqa: E402
 
 DRIVERS = ("fakecbt", "rbd", "s3")
 # the most a driver may over-report: one written byte may set every 64 KiB block of its
-# granule (fakecbt: exact; s3: the chunk size set below; rbd: an RBD object, 4 MiB)
+# granule (fakecbt: exact; s3: the chunk size set below; rbd: an RBD object, 4 MiB:
+# through datapath=fuse a 6-byte write was reported as 64 KiB blocks all over its object)
 GRANULE = {"fakecbt": 64 * 1024, "s3": 1 << 20, "rbd": 4 << 20}
 
 

@@ -164,6 +164,13 @@ def test_nbd_export_reads_the_vdi_and_goes_away(cbt_pool, cbt_sr, session, x):
     assert cbt_pool.records("datapath") == []
 
 
+def test_no_nbd_info_where_the_sr_is_unplugged(cbt_pool, cbt_sr, x):
+    vdi = cbt_pool.vdi_create(cbt_sr, MiB)
+    cbt_pool.pbd_unplug(cbt_pool.sr_record(cbt_sr)["PBDs"][0])
+    assert x.VDI.get_nbd_info(vdi) == []
+    assert cbt_pool.records("datapath") == []
+
+
 @needs_qemu_nbd
 def test_nbd_export_without_client_stops_after_accept_window(cbt_pool, cbt_sr, x):
     cbt_pool.nbd.accept_window = 0.5
