@@ -90,3 +90,18 @@ def test_disable_then_enable_starts_afresh_and_scan_keeps_state(pool, sr):
     assert e.value.code == "SR_BACKEND_FAILURE_66"
     for x in (s2, s1, v):
         pool.vdi_destroy(x)
+
+
+def test_vdis_of_two_srs_are_unrelated(pool, make_sr):
+    sr1, sr2 = make_sr(), make_sr()
+    a = pool.vdi_create(sr1.ref, 4 * MiB)
+    b = pool.vdi_create(sr2.ref, 4 * MiB)
+    cbt.enable(pool, a)
+    cbt.enable(pool, b)
+    sa = cbt.snapshot(pool, a)
+    with pytest.raises(XapiError) as e:
+        cbt.changed_blocks(pool, sa, b)
+    assert e.value.code == "SR_BACKEND_FAILURE_460" and "another SR" in str(e.value)
+    assert sr2.snaps(sr2.uuid_of(b)) == [] and sr1.snaps(sr1.uuid_of(a)) == [sr1.uuid_of(sa)]
+    for x in (sa, a, b):
+        pool.vdi_destroy(x)

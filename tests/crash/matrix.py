@@ -12,12 +12,14 @@ One scenario, on a fresh simulated pool and a fresh SR:
   3. ``sr_scan`` twice;
   4. checks against the backend's own view (``Scenario.check``).
 """
+import base64
 import glob
 import importlib.util
 import os
 import tempfile
 
 from simulator import Pool
+from simulator.conformance import cbt_flow
 from simulator.errors import XapiError
 from simulator.testkit import detach_all, write_at
 
@@ -32,7 +34,8 @@ ZERO = bytes(BLOCK)
 COMMANDS = (('vdi_create', 'VDI_CREATE'), ('vdi_delete', 'VDI_DELETE'),
             ('vdi_snapshot', 'VDI_SNAPSHOT'), ('vdi_clone', 'VDI_CLONE'),
             ('vdi_resize', 'VDI_RESIZE'), ('vdi_revert', 'VDI_REVERT'),
-            ('vdi_update', 'VDI_UPDATE'))
+            ('vdi_update', 'VDI_UPDATE'), ('vdi_enable_cbt', 'VDI_CONFIG_CBT'),
+            ('vdi_disable_cbt', 'VDI_CONFIG_CBT'), ('vdi_data_destroy', 'VDI_CONFIG_CBT'))
 # a datapath that outlives the driver process (a daemon, a kernel mapping) is mutable
 # state of the host too: a profile opts in with DATAPATH_CRASH = True (README.md)
 DATAPATH_COMMANDS = ('vdi_attach', 'vdi_detach')
@@ -75,6 +78,8 @@ class Scenario(object):
         self.before = set(self.expect)
         self.new_content = None   # what a VDI the command under test makes may hold
         self.may_vanish = set()
+        self.T = None             # a snapshot of A taken with CBT on (vdi_data_destroy)
+        self.metadata_only = set()  # data-destroyed (or maybe): no bytes to compare
 
     # --- helpers -------------------------------------------------------------------
     def uuid(self, ref):
@@ -102,8 +107,20 @@ class Scenario(object):
 
     # --- the command under test -----------------------------------------------------
     def run(self, command, env=None):
-        """Run ``command`` on the base state (on A; a revert goes back to S)."""
-        self.act(command, self.S if command == 'vdi_revert' else self.A, env)
+        """Run ``command`` on the base state (on A; a revert goes back to S; a
+        data_destroy on T, a snapshot of A taken with CBT on, unarmed)."""
+        ref = self.S if command == 'vdi_revert' else self.A
+        if command == 'vdi_data_destroy':
+            ref = self.T or self._cbt_snapshot()
+        self.act(command, ref, env)
+
+    def _cbt_snapshot(self):
+        if not self.pool.vdi_record(self.A)['cbt_enabled']:
+            cbt_flow.enable(self.pool, self.A)
+        self.T = cbt_flow.snapshot(self.pool, self.A)
+        self.expect[self.uuid(self.T)] = set(self.expect[self.uuid(self.A)])
+        self.sizes[self.uuid(self.T)] = set(self.sizes[self.uuid(self.A)])
+        return self.T
 
     def act(self, command, ref, env=None):
         """Run ``command`` on VDI ``ref`` (for a revert: the snapshot to go back to) with
@@ -130,6 +147,15 @@ class Scenario(object):
         elif command == 'vdi_update':
             self.pool.db.update('VDI', ref, name_label='renamed')
             action = lambda: self.pool.vdi_update(ref)  # noqa: E731
+        elif command == 'vdi_enable_cbt':
+            action = lambda: cbt_flow.enable(self.pool, ref)  # noqa: E731
+        elif command == 'vdi_disable_cbt':
+            if not self.pool.vdi_record(ref)['cbt_enabled']:
+                cbt_flow.enable(self.pool, ref)
+            action = lambda: cbt_flow.disable(self.pool, ref)  # noqa: E731
+        elif command == 'vdi_data_destroy':
+            self.metadata_only.add(uuid)
+            action = lambda: cbt_flow.data_destroy(self.pool, ref)  # noqa: E731
         elif command == 'sr_scan':
             action = lambda: self.pool.sr_scan(self.sr)  # noqa: E731
         elif command == 'vdi_attach':
@@ -217,6 +243,9 @@ class Scenario(object):
                 if uuid in self.sizes and int(rec['virtual_size']) not in self.sizes[uuid]:
                     problems.append('VDI %s: size %s, expected one of %s' % (
                         uuid, rec['virtual_size'], sorted(self.sizes[uuid])))
+                if uuid in self.metadata_only:
+                    problems.extend(self._check_cbt_metadata(uuid))
+                    continue
                 data = p.read(self.device_config, self.sr_uuid, location, 0, BLOCK)
                 if data not in allowed:
                     problems.append('VDI %s reads %r..., not its own bytes' % (uuid, data[:24]))
@@ -224,6 +253,17 @@ class Scenario(object):
         for left in leftovers(self.device_config, self.sr_uuid) if leftovers else ():
             problems.append('datapath left behind: %s' % left)
         return problems
+
+    def _check_cbt_metadata(self, uuid):
+        """A (maybe) data-destroyed snapshot still lists what changed since it."""
+        try:
+            text = cbt_flow.changed_blocks(self.pool, self.pool.by_uuid('VDI', uuid), self.A)
+        except XapiError as e:
+            return ['list_changed_blocks from data-destroyed %s fails: %s' % (uuid, e)]
+        size = int(self.pool.vdi_record(self.A)['virtual_size'])
+        if len(base64.b64decode(text)) != cbt_flow.expected_len(size):
+            return ['list_changed_blocks from %s: a bitmap of the wrong length' % uuid]
+        return []
 
     def retry(self, command):
         """The same command again, unarmed: it must work on the recovered state."""
@@ -314,7 +354,7 @@ def supported_commands(profile, workdir):
     finally:
         pool.close()
     return [c for c, feature in COMMANDS if feature in features
-            and (c != 'vdi_revert' or 'VDI_SNAPSHOT' in features)] + \
+            and (c not in ('vdi_revert', 'vdi_data_destroy') or 'VDI_SNAPSHOT' in features)] + \
         list(DATAPATH_COMMANDS if getattr(profile, 'DATAPATH_CRASH', False) else ())
 
 
