@@ -74,12 +74,18 @@ class NbdExports(object):
         if not self.pool.db.find("PBD", SR=rec["SR"], host=self.pool.master,
                                  currently_attached=True):
             return []  # xapi lists only hosts where the SR is plugged
-        with self._lock:
-            export = self._exports.get(vdi)
-            if export is None or export.proc.poll() is not None:
-                export = self._start(vdi, rec, session)
-                self._exports[vdi] = export
-            return [dict(export.info)]
+        while True:
+            with self._lock:
+                export = self._exports.get(vdi)
+                if export is None:
+                    export = self._start(vdi, rec, session)
+                    self._exports[vdi] = export
+                    return [dict(export.info)]
+                if export.proc.poll() is None and not export.stop.is_set():
+                    return [dict(export.info)]
+            # an export that is ending: let it unplug the VDI before plugging it again,
+            # or its detach would undo the new attach
+            export.thread.join()
 
     def _start(self, vdi, rec, session):
         qemu_nbd = shutil.which("qemu-nbd")
@@ -97,16 +103,15 @@ class NbdExports(object):
             sock.listen(MAX_CLIENTS)
             port = sock.getsockname()[1]
             exportname = "/%s?session_id=%s" % (rec["uuid"], session)
-            # socket activation: the socket is fd 3 and LISTEN_PID must be qemu-nbd's
-            # own pid, which the shell knows ($$) and keeps across exec
+            # socket activation: the socket must be fd 3 and LISTEN_PID qemu-nbd's own
+            # pid; bash moves the socket there (no preexec_fn: this process has
+            # threads) and knows its pid ($$), which exec keeps
             env = dict(os.environ, LISTEN_FDS="1")
-            cmd = ["/bin/sh", "-c", 'LISTEN_PID=$$ exec "$0" "$@"', qemu_nbd,
+            cmd = ["/bin/bash", "-c", 'fd=$1; shift; [ "$fd" = 3 ] || exec 3<&$fd {fd}<&-; '
+                   'LISTEN_PID=$$ exec "$@"', "srkit-nbd", str(sock.fileno()), qemu_nbd,
                    "--read-only", "--format=raw", "--shared=%d" % MAX_CLIENTS,
                    "--export-name=" + exportname, device]
-            # close_fds=False: only fd 3 (made inheritable in the child) is inherited,
-            # every fd Python opens is non-inheritable (PEP 446)
-            proc = subprocess.Popen(cmd, env=env, close_fds=False,
-                                    preexec_fn=_as_fd3(sock.fileno()),
+            proc = subprocess.Popen(cmd, env=env, pass_fds=(sock.fileno(),),
                                     stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
                                     stderr=subprocess.PIPE)
         except BaseException:
@@ -183,11 +188,3 @@ class NbdExports(object):
         with self._lock:
             return {vdi: dict(e.info) for vdi, e in self._exports.items()}
 
-
-def _as_fd3(fd):
-    """preexec_fn: put the listening socket on fd 3, where socket activation looks."""
-    def child():
-        os.dup2(fd, 3)  # dup2 leaves the new fd inheritable
-        if fd == 3:
-            os.set_inheritable(3, True)
-    return child

@@ -26,6 +26,7 @@ class ClientCalls(object):
 
     def __init__(self, pool):
         self.pool = pool
+        self._calls = self._table()
 
     # name -> (number of arguments after the session, handler)
     def _table(self):
@@ -46,10 +47,10 @@ class ClientCalls(object):
         }
 
     def handles(self, method):
-        return method in self._table()
+        return method in self._calls
 
     def call(self, method, session, args):
-        counts, fn = self._table()[method]
+        counts, fn = self._calls[method]
         if len(args) not in counts:
             raise XapiError("MESSAGE_PARAMETER_COUNT_MISMATCH",
                             [method, str(max(counts) + 1), str(len(args) + 1)])

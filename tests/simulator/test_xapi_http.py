@@ -190,3 +190,19 @@ def test_destroy_ends_the_export(cbt_pool, cbt_sr, x):
     with pytest.raises((NbdError, OSError)):
         c.read(0, 4096)
     c.sock.close()
+
+
+@needs_qemu_nbd
+def test_a_new_export_right_after_the_last_client_left(cbt_pool, cbt_sr, x):
+    """The ending export unplugs first; the new one keeps its own plug."""
+    cbt_pool.nbd.accept_window = 600
+    vdi = cbt_pool.vdi_create(cbt_sr, MiB)
+    [info] = x.VDI.get_nbd_info(vdi)
+    with NbdClient(info["address"], info["port"], info["exportname"]) as c:
+        c.read(0, 4096)
+    [again] = x.VDI.get_nbd_info(vdi)
+    assert len(cbt_pool.records("datapath")) == 1
+    with NbdClient(again["address"], again["port"], again["exportname"]) as c:
+        assert c.read(0, MiB) == bytes(MiB)
+    cbt_pool.nbd.wait_closed(vdi, timeout=60)
+    assert cbt_pool.records("datapath") == [] and cbt_pool.nbd.active() == {}
