@@ -17,6 +17,8 @@ from framework import cli as host_cli
 
 SUBCOMMANDS = {
     "xe": ("simulator.xe:main", "xe-compatible commands against the simulated pool"),
+    "serve": ("simulator.serve:main", "serve the pool's XenAPI over HTTP on 127.0.0.1 "
+                                      "(for XenAPI clients: backup tools)"),
     "pool-init": ("simulator.cli:pool_init", "create (or extend) a simulated pool"),
     "demo": ("simulator.demo:main", "the main job end to end on the embedded `local` backend"),
     "conformance": ("simulator.conformance.run:main", "run the conformance suite against a driver"),

@@ -16,12 +16,14 @@ import threading
 import time
 import uuid as uuidlib
 
+from simulator import cbt
 from simulator.db import DB, NULL_REF, VDI_TYPES
 from simulator.driver_calls import REPO, DriverCalls
 from simulator.errors import XapiError
+from simulator.nbd import NbdExports
 from simulator.sm_registry import SmRegistry
 from simulator.xapi_api import now_iso
-from simulator import xapi_vdi
+from simulator.xapi_client import ClientCalls
 from simulator.xapi_server import XapiServer
 
 DEFAULT_SM_DIR = os.path.join(REPO, "sm_drivers")
@@ -44,8 +46,8 @@ class Pool(SmRegistry, DriverCalls):
         self.config = self._load_config(sm_dir=sm_dir, sm_plugins=sm_plugins,
                                         extra_env=extra_env, pythonpath=pythonpath)
         self.db = DB(os.path.join(self.path, "pool.db"))
-        self.server = XapiServer(self.db, self.path, log=self.log)
-        xapi_vdi.serve(self.server.api, self)  # VDI.create/destroy need the driver flows
+        self.server = XapiServer(self.db, self.path, log=self.log, client=ClientCalls(self))
+        self.nbd = NbdExports(self)  # VDI.get_nbd_info's servers (none until asked)
         self.calls = []  # CallRecords of this Pool object, oldest first (bounded)
         self._locks = {}
         self._locks_guard = threading.Lock()
@@ -261,7 +263,7 @@ class Pool(SmRegistry, DriverCalls):
         return self.db.by_uuid("VDI", info["uuid"])
 
     def _snapshot_or_clone(self, vdi, op, driver_params):
-        orig = self.db.get("VDI", vdi)
+        orig = cbt.assert_operation(self, vdi, op[4:])
         info = self._vdi_op(vdi, op, driver_params=dict(driver_params or {}))
         found = self.db.find("VDI", SR=orig["SR"], location=info["location"])
         if not found:
@@ -290,14 +292,30 @@ class Pool(SmRegistry, DriverCalls):
 
     def vdi_resize(self, vdi, size):
         """vdi_resize, then virtual_size re-read from the database (returned, int)."""
+        cbt.assert_operation(self, vdi, "resize")
         self._vdi_op(vdi, "vdi_resize", args=[str(int(size))])
         return int(self.db.get("VDI", vdi)["virtual_size"])
 
     def vdi_destroy(self, vdi):
+        self.nbd.close(vdi)  # an NBD export ends with its VDI (its attach would block us)
         for _, dp in self.db.all("datapath"):
             if dp["VDI"] == vdi:
                 raise XapiError("VDI_IN_USE", [vdi, "destroy"])
         self._vdi_op(vdi, "vdi_delete")
+
+    # -- changed block tracking (simulator/cbt.py has xapi's checks) -----------------
+    def vdi_enable_cbt(self, vdi):
+        cbt.set_enabled(self, vdi, True)
+
+    def vdi_disable_cbt(self, vdi):
+        cbt.set_enabled(self, vdi, False)
+
+    def vdi_data_destroy(self, vdi):
+        cbt.data_destroy(self, vdi)
+
+    def vdi_list_changed_blocks(self, vdi_from, vdi_to):
+        """The driver's base64 bitmap (one bit per 64 KiB of ``vdi_to``)."""
+        return cbt.list_changed_blocks(self, vdi_from, vdi_to)
 
     def vdi_update(self, vdi):
         self._vdi_op(vdi, "vdi_update")
@@ -318,6 +336,7 @@ class Pool(SmRegistry, DriverCalls):
         VDI_ACTIVATE. Returns the attach struct."""
         host = host or self.master
         rw = "true" if writable else "false"
+        cbt.assert_operation(self, vdi, "attach")
         features = self.features(self.db.get("SR", self.db.get("VDI", vdi)["SR"])["type"])
         with self._lock(("vdi", vdi)):
             result = self.call("vdi_attach", host=host, vdi=vdi, args=[rw])
@@ -351,6 +370,7 @@ class Pool(SmRegistry, DriverCalls):
                 self.db.delete("datapath", dp)
 
     def close(self):
+        self.nbd.close_all()
         self.db.close()
 
     def __enter__(self):

@@ -12,7 +12,9 @@ REQUIRED_FEATURE = {
     "sr_delete": "SR_DELETE", "vdi_create": "VDI_CREATE", "vdi_introduce": "VDI_INTRODUCE",
     "vdi_delete": "VDI_DELETE", "vdi_resize": "VDI_RESIZE", "vdi_snapshot": "VDI_SNAPSHOT",
     "vdi_clone": "VDI_CLONE", "vdi_revert": "VDI_CLONE", "vdi_update": "VDI_UPDATE",
-    "vdi_generate_config": "VDI_GENERATE_CONFIG",
+    "vdi_generate_config": "VDI_GENERATE_CONFIG", "vdi_enable_cbt": "VDI_CONFIG_CBT",
+    "vdi_disable_cbt": "VDI_CONFIG_CBT", "vdi_data_destroy": "VDI_CONFIG_CBT",
+    "vdi_list_changed_blocks": "VDI_CONFIG_CBT",
 }
 
 

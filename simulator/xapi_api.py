@@ -66,9 +66,13 @@ def to_wire(cls, rec):
 
 
 class XapiApi:
-    def __init__(self, db, log=None):
+    """``client`` (a :class:`simulator.xapi_client.ClientCalls`, optional) serves the
+    calls that run storage flows; without it only records and drivers' callbacks."""
+
+    def __init__(self, db, log=None, client=None):
         self.db = db
         self.log = log or (lambda msg: None)
+        self.client = client
 
     # -- entry point --------------------------------------------------------
     def call(self, method, params):
@@ -82,6 +86,9 @@ class XapiApi:
             raise XapiError("MESSAGE_PARAMETER_COUNT_MISMATCH", [method, "1", "0"])
         session, args = params[0], params[1:]
         session_rec = self._session(session)
+        if self.client is not None and self.client.handles(method):
+            self.log("%s %s" % (method, " ".join(str(a) for a in args)))
+            return self.client.call(method, session, args)
         special = getattr(self, "_%s_%s" % (cls, name), None)
         if special is not None:
             return special(session, session_rec, method, args)

@@ -1,6 +1,8 @@
-"""XenAPI XML-RPC over HTTP on a UNIX socket, like xapi's ``/var/lib/xcp/xapi``.
+"""XenAPI XML-RPC over HTTP on a UNIX socket, like xapi's ``/var/lib/xcp/xapi``,
+and, on request (``listen_tcp``, ``srkit serve``), over HTTP on 127.0.0.1 for
+XenAPI clients such as backup tools.
 
-Runs in background threads of the calling process while drivers run; no daemon.
+Runs in background threads of the calling process while drivers run.
 Every reply is xapi's envelope: ``{'Status': 'Success', 'Value': v}`` or
 ``{'Status': 'Failure', 'ErrorDescription': [code, params...]}``.
 """
@@ -26,24 +28,30 @@ class _Handler(SimpleXMLRPCRequestHandler):
         return "unix"
 
 
-class _UnixXMLRPCServer(socketserver.ThreadingMixIn, socketserver.UnixStreamServer,
-                        SimpleXMLRPCDispatcher):
-    daemon_threads = True
-    block_on_close = False
+class _TcpHandler(SimpleXMLRPCRequestHandler):
+    protocol_version = "HTTP/1.1"
+    rpc_paths = ()
 
-    def __init__(self, path, api):
+    def log_message(self, *args):
+        pass
+
+
+class _XapiDispatch(SimpleXMLRPCDispatcher):
+    """xapi's reply envelope around :class:`XapiApi`, for both transports."""
+
+    def _init_dispatch(self, api):
         self.api = api
         SimpleXMLRPCDispatcher.__init__(self, allow_none=True, encoding=None,
                                         use_builtin_types=False)
         self.logRequests = False
-        socketserver.UnixStreamServer.__init__(self, path, _Handler)
 
     def handle_error(self, request, client_address):
-        # a driver killed mid-call (crash tests) hangs up before its reply: not an error
+        # a driver killed mid-call (crash tests) or a client gone hangs up before its
+        # reply: not an error
         import sys
         if isinstance(sys.exc_info()[1], (BrokenPipeError, ConnectionResetError)):
             return
-        socketserver.UnixStreamServer.handle_error(self, request, client_address)
+        socketserver.BaseServer.handle_error(self, request, client_address)
 
     def _dispatch(self, method, params):
         try:
@@ -53,6 +61,26 @@ class _UnixXMLRPCServer(socketserver.ThreadingMixIn, socketserver.UnixStreamServ
         except Exception as e:  # a simulator bug must not look like a driver bug
             self.api.log("INTERNAL_ERROR in %s: %s" % (method, traceback.format_exc()))
             return {"Status": "Failure", "ErrorDescription": ["INTERNAL_ERROR", str(e)]}
+
+
+class _UnixXMLRPCServer(socketserver.ThreadingMixIn, _XapiDispatch,
+                        socketserver.UnixStreamServer):
+    daemon_threads = True
+    block_on_close = False
+
+    def __init__(self, path, api):
+        self._init_dispatch(api)
+        socketserver.UnixStreamServer.__init__(self, path, _Handler)
+
+
+class _TcpXMLRPCServer(socketserver.ThreadingMixIn, _XapiDispatch, socketserver.TCPServer):
+    daemon_threads = True
+    block_on_close = False
+    allow_reuse_address = True
+
+    def __init__(self, address, api):
+        self._init_dispatch(api)
+        socketserver.TCPServer.__init__(self, address, _TcpHandler)
 
 
 def socket_path_for(pool_dir):
@@ -70,8 +98,9 @@ class XapiServer:
     """Reference-counted background server: ``with server.running(): ...``.
     Nested or concurrent users share one socket."""
 
-    def __init__(self, db, pool_dir, log=None):
-        self.api = XapiApi(db, log)
+    def __init__(self, db, pool_dir, log=None, client=None):
+        self.api = XapiApi(db, log, client)
+        self._tcp = None
         self.pool_dir = pool_dir
         self.path = None
         self._server = None
@@ -102,6 +131,23 @@ class XapiServer:
                     os.rmdir(os.path.dirname(self.path))
             except OSError:
                 pass
+
+    def listen_tcp(self, port=0, address="127.0.0.1"):
+        """Also serve XenAPI clients over HTTP at ``address:port`` (0: any free port)
+        until :meth:`stop_tcp`; returns the port. Drivers still call back on the UNIX
+        socket, which stays up meanwhile."""
+        self.start()
+        self._tcp = _TcpXMLRPCServer((address, port), self.api)
+        threading.Thread(target=self._tcp.serve_forever, args=(0.2,),
+                         name="srkit-xapi-http", daemon=True).start()
+        return self._tcp.server_address[1]
+
+    def stop_tcp(self):
+        if self._tcp is not None:
+            tcp, self._tcp = self._tcp, None
+            tcp.shutdown()
+            tcp.server_close()
+            self.stop()
 
     def running(self):
         server = self

@@ -315,6 +315,14 @@ COMMANDS = {
                                                    parse_size(a.need("disk-size")))),
                    "uuid= disk-size="),
     "vdi-destroy": (_done(lambda p, a: p.vdi_destroy(_ref(p, "VDI", a))), "uuid="),
+    "vdi-enable-cbt": (_done(lambda p, a: p.vdi_enable_cbt(_ref(p, "VDI", a))), "uuid="),
+    "vdi-disable-cbt": (_done(lambda p, a: p.vdi_disable_cbt(_ref(p, "VDI", a))), "uuid="),
+    "vdi-data-destroy": (_done(lambda p, a: p.vdi_data_destroy(_ref(p, "VDI", a))),
+                         "uuid=: keep only the CBT metadata of a snapshot"),
+    "vdi-list-changed-blocks": (
+        lambda p, a: p.vdi_list_changed_blocks(_ref(p, "VDI", a, "vdi-from-uuid"),
+                                               _ref(p, "VDI", a, "vdi-to-uuid")) + "\n",
+        "vdi-from-uuid= vdi-to-uuid=: base64 bitmap, one bit per 64 KiB"),
     "vdi-update": (_done(lambda p, a: p.vdi_update(_ref(p, "VDI", a))), "uuid="),
     "vdi-introduce": (vdi_introduce, "sr-uuid= uuid= location= sm-config:k=v"),
     "vdi-copy": (vdi_copy, "uuid= sr-uuid=: a new VDI on that SR with the same data, "
