@@ -1,6 +1,6 @@
 """The XenAPI calls a client (a backup tool, XO, ``XenAPI.Session``, the host's
 ``srkit vdi-import``) makes that
-run the storage flows: ``VDI.snapshot``, ``VDI.clone``, ``VDI.destroy``,
+run the storage flows: ``VDI.create``, ``VDI.snapshot``, ``VDI.clone``, ``VDI.destroy``,
 ``VDI.resize``, the CBT calls, ``VDI.get_nbd_info`` and ``SR.scan``.
 
 Each one is the pool's flow (:class:`simulator.pool.Pool`), the very code path
