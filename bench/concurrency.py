@@ -66,6 +66,7 @@ class Outcome(object):
         self.errors = []
         self.races = {'one_winner': 0, 'double_writer': 0, 'no_winner': 0}
         self.race_problems = []
+        self.unchecked = []   # reads of the backend that raced another worker
 
     def count(self, op):
         with self.lock:
@@ -182,7 +183,16 @@ class Load(object):
             self.outcome.count(op)
 
     def check_bytes(self, op, ref):
-        want, got = self.expected(ref), self.backend_block(ref)
+        want = self.expected(ref)
+        try:
+            got = self.backend_block(ref)
+        except Exception as e:   # noqa: BLE001
+            # a profile's read lists the backend and then opens what it found (profile_rbd
+            # searches every image for a snapshot): another worker's delete in between
+            # makes it fail. Counted; the final check (nothing moving) reads every VDI.
+            with self.outcome.lock:
+                self.outcome.unchecked.append('%s: %r' % (op, e))
+            return
         if got != want:
             self.outcome.error('%s: %s holds %r..., not %r...' % (
                 op, self.uuid(ref), got[:24], (want or b'')[:24]))
@@ -346,7 +356,8 @@ def run(name, ops, races, workers=8, seed=0, base=None, log=sys.stderr, minutes=
         figures['teardown'] = load.teardown()
     o = load.outcome
     figures.update(ops=o.total, by_op=dict(o.ops), errors=len(o.errors),
-                   first_errors=o.errors[:10], races=dict(o.races))
+                   first_errors=o.errors[:10], races=dict(o.races),
+                   unchecked_reads=len(o.unchecked), first_unchecked=o.unchecked[:3])
     figures['faults'] = o.errors + figures['leaks'] + figures['teardown'] + \
         ['%d races with two writers' % o.races['double_writer']] * bool(o.races['double_writer']) + \
         ['%d races nobody won' % o.races['no_winner']] * bool(o.races['no_winner'])
