@@ -131,13 +131,13 @@ def test_unrelated_pairs_give_460_and_change_nothing(pool, bench, sr, caps):
     s1 = cbt.snapshot(pool, vdi)
     s2 = cbt.snapshot(pool, vdi)
     o1 = cbt.snapshot(pool, other)
-    plain = pool.vdi_snapshot(other)
-    pool.db.update("VDI", plain, cbt_enabled=False)
+    nocbt = bench.make_vdi(sr, 4 * MiB)           # CBT never enabled
+    plain = pool.vdi_snapshot(nocbt)
     cbt.disable(pool, vdi)
     cbt.enable(pool, vdi)                         # a new backup set
     s3 = cbt.snapshot(pool, vdi)
     for a, b in ((s1, s1), (s2, s1), (vdi, s1), (s1, o1), (s2, s3), (s1, vdi),
-                 (o1, plain)):
+                 (plain, nocbt)):
         with pytest.raises(XapiError) as e:
             cbt.changed_blocks(pool, a, b)
         assert _fault(e) == "SR_BACKEND_FAILURE_460", (a, b)
@@ -150,5 +150,5 @@ def test_unrelated_pairs_give_460_and_change_nothing(pool, bench, sr, caps):
         with pytest.raises(XapiError) as e:
             cbt.changed_blocks(pool, s3, clone)   # a clone starts with CBT off
         assert _fault(e) == "SR_BACKEND_FAILURE_460"
-    for v in [x for x in (clone, s3, plain, o1, s2, s1, other, vdi) if x]:
+    for v in [x for x in (clone, s3, plain, nocbt, o1, s2, s1, other, vdi) if x]:
         pool.vdi_destroy(v)

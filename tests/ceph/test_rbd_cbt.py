@@ -105,3 +105,29 @@ def test_vdis_of_two_srs_are_unrelated(pool, make_sr):
     assert sr2.snaps(sr2.uuid_of(b)) == [] and sr1.snaps(sr1.uuid_of(a)) == [sr1.uuid_of(sa)]
     for x in (sa, a, b):
         pool.vdi_destroy(x)
+
+
+def test_revert_keeps_the_set_and_the_bitmap_follows_content(pool, sr):
+    """After a revert to S1 the VDI holds S1's bytes again: a later snapshot differs
+    from S1 by what was written after the revert, and from S2 (taken before the
+    revert) also by what the revert undid. RBD's rollback rewrites whole objects, so
+    those count as changed: the bound is the 4 MiB object there, not 64 KiB."""
+    v = pool.vdi_create(sr.ref, 16 * MiB)
+    base = sr.uuid_of(v)
+    cbt.enable(pool, v)
+    sr.write(base, 0, b"\x01" * MiB)
+    s1 = cbt.snapshot(pool, v)
+    sr.write(base, 2 * MiB, b"\x02" * B)          # undone by the revert
+    s2 = cbt.snapshot(pool, v)
+    pool.vdi_revert(s1)
+    assert pool.vdi_record(v)["cbt_enabled"]
+    sr.write(base, 5 * MiB, b"\x03" * 100)
+    s3 = cbt.snapshot(pool, v)
+    obj = 4 * MiB
+    got = cbt.check_bitmap(cbt.changed_blocks(pool, s1, s3), 16 * MiB, [(5 * MiB, 100)],
+                           obj, may_differ=[(2 * MiB, B)])
+    assert not got & cbt.blocks_of(8 * MiB, 8 * MiB)    # objects nothing touched
+    cbt.check_bitmap(cbt.changed_blocks(pool, s2, s3), 16 * MiB,
+                     [(2 * MiB, B), (5 * MiB, 100)], obj)
+    for x in (s3, s2, s1, v):
+        pool.vdi_destroy(x)
