@@ -15,11 +15,9 @@ import XenAPI
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "simulator"))
 from fake_drivers import FAKE_CBT_DRIVER, write_driver  # noqa: E402
 
+from backup_rig import GRANULE  # noqa: E402
+
 DRIVERS = ("fakecbt", "rbd", "s3")
-# the most a driver may over-report: one written byte may set every 64 KiB block of its
-# granule (fakecbt: exact; s3: the chunk size set below; rbd: an RBD object, 4 MiB:
-# through datapath=fuse a 6-byte write was reported as 64 KiB blocks all over its object)
-GRANULE = {"fakecbt": 64 * 1024, "s3": 1 << 20, "rbd": 4 << 20}
 
 
 def _device_config(driver, tmp_path):

@@ -11,7 +11,7 @@ import shutil
 
 import pytest
 
-from conftest import GRANULE
+from backup_rig import GRANULE
 from simulator.nbd_client import NbdClient
 
 MiB = 1 << 20
