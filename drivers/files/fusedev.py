@@ -123,12 +123,12 @@ def detach(record):
     answer FUSE requests again: then the daemon is killed, which aborts the FUSE
     connection, and the mount is detached lazily. Never blocks for long."""
     loop, mount, pid = record.get('loop'), record.get('mount'), record.get('pid') or 0
-    if loop and backing_of(loop) is not None:
+    if loop and on_mount(loop, mount):
         try:
             run(['losetup', '--detach', loop], timeout=10)
         except SRError:
             stop(pid, mount)
-            if backing_of(loop) is not None:
+            if on_mount(loop, mount):
                 run(['losetup', '--detach', loop], timeout=10)
     if mount and mounted(mount):
         umount(mount, pid, 10)
@@ -154,6 +154,17 @@ def stop(pid, mount):
         deadline = time.time() + 5
         while alive(pid) and time.time() < deadline:
             time.sleep(0.02)
+
+
+def on_mount(loop, mount):
+    """Whether ``loop`` is a device on a file of this attachment's ``mount`` (any
+    device when no mount is named). A record can outlive its attachment (a killed
+    command): the loop number it names may be serving another VDI by now, and
+    detaching by number alone once pulled a fresh attachment's device away."""
+    backing = backing_of(loop)
+    if backing is None:
+        return False
+    return not mount or backing.startswith(mount.rstrip('/') + '/')
 
 
 def backing_of(loop):
