@@ -321,22 +321,8 @@ class Load(object):
         return problems
 
     def teardown(self):
-        problems = []
-        try:
-            detach_all(self.pool)
-            for ref in self.pool.sr_record(self.sr)['VDIs']:
-                self.pool.vdi_destroy(ref)
-            for pbd in self.pool.sr_record(self.sr)['PBDs']:
-                self.pool.pbd_unplug(pbd)
-            self.pool.sr_destroy(self.sr)
-        except XapiError as e:
-            problems.append('removing the SR failed: %s' % (e,))
-        finally:
-            self.pool.close()
-            cleanup = getattr(self.profile, 'cleanup', None)
-            if cleanup:
-                cleanup(self.device_config, self.sr_uuid)
-        return problems
+        return matrix.remove_sr(self.pool, self.sr, self.profile, self.device_config,
+                                self.sr_uuid)
 
 
 def run(name, ops, races, workers=8, seed=0, base=None, log=sys.stderr, minutes=None):

@@ -7,12 +7,16 @@ vdi_activate, read-only, as ``srkit xe vdi-attach`` makes it), under xapi's expo
 name ``/<vdi uuid>?session_id=<session ref>`` (``Xapi_vdi._get_nbd_info``); plain
 fixed-newstyle NBD, no TLS (``cert`` and ``subject`` are empty).
 
-Lifetime (nothing is left behind): qemu-nbd exits when its last client
-disconnects; if no client has connected within ``accept_window`` seconds the
-export is stopped; ``close(vdi)`` (VDI.destroy, VDI.data_destroy) and
-``close_all()`` (the simulator stopping) stop it at once. Whichever comes first,
-the watcher thread of the export then detaches the VDI. One export per VDI: a
-second ``get_nbd_info`` while it runs returns the same record.
+Lifetime (nothing is left behind): an export ends once the clients it was
+granted for have come and gone, or when no client came within ``accept_window``
+seconds of the last ``get_nbd_info``; ``close(vdi)`` (VDI.destroy,
+VDI.data_destroy) and ``close_all()`` (the simulator stopping) end it at once.
+Whichever comes first, the watcher thread of the export then detaches the VDI.
+One export per VDI: a second ``get_nbd_info`` while it runs returns the same
+record and grants it a new window. qemu-nbd runs ``--persistent`` and the
+watcher alone decides the end, under the lock ``get_nbd_info`` takes: a qemu-nbd
+that exited by itself when its client left could be handed to the next caller
+in the moment before it was seen to be gone (the caller's connect was reset).
 
 The listening socket is bound here (port 0 = any free port) and handed to
 qemu-nbd by systemd-style socket activation, so there is no window in which the
@@ -29,25 +33,32 @@ from simulator.errors import XapiError
 
 ACCEPT_WINDOW = 60.0  # seconds a client has to connect after get_nbd_info
 MAX_CLIENTS = 16      # parallel connections per export (XO opens several)
-TCP_ESTABLISHED = "01"
+TCP_LISTEN = "0A"
+TCP_OPEN = ("01", "03", "08")   # ESTABLISHED, SYN_RECV, CLOSE_WAIT (the server's side)
 
 
-def established_connections(port):
-    """Established TCP connections to 127.0.0.1:``port`` (the server's side), from
-    /proc/net/tcp: the kernel completes a handshake before qemu-nbd accepts it,
-    so a client that has just connected counts."""
-    count = 0
+def connections(port):
+    """The clients of 127.0.0.1:``port``, from /proc/net/tcp, each named by its own
+    end: (those still connected, every one the table still shows). Both ends are on
+    this host's loopback, so a client that came and went between two looks stays
+    visible for a while (its TIME_WAIT, on either side), and one that has just
+    connected counts before qemu-nbd accepts it."""
+    connected, seen = set(), set()
     try:
         with open("/proc/net/tcp") as f:
             next(f)
             for line in f:
                 fields = line.split()
-                local, state = fields[1], fields[3]
-                if state == TCP_ESTABLISHED and int(local.split(":")[1], 16) == port:
-                    count += 1
+                local, remote, state = fields[1], fields[2], fields[3]
+                if int(local.split(":")[1], 16) == port and state != TCP_LISTEN:
+                    seen.add(remote)
+                    if state in TCP_OPEN:
+                        connected.add(remote)
+                elif int(remote.split(":")[1], 16) == port:
+                    seen.add(local)
     except OSError:
-        return 0
-    return count
+        pass
+    return connected, seen
 
 
 class _Export(object):
@@ -55,6 +66,15 @@ class _Export(object):
         self.vdi, self.info, self.proc, self.sock = vdi, info, proc, sock
         self.stop = threading.Event()
         self.thread = None
+        self.ending = False    # set under the lock: get_nbd_info must not hand it out
+        self.grant(set())
+
+    def grant(self, known):
+        """A get_nbd_info handed this export out: a new client has a fresh window;
+        the clients already known (one on its way out) are not it."""
+        self.granted = time.monotonic()
+        self.baseline = set(known)
+        self.seen = False
 
 
 class NbdExports(object):
@@ -81,7 +101,8 @@ class NbdExports(object):
                     export = self._start(vdi, rec, session)
                     self._exports[vdi] = export
                     return [dict(export.info)]
-                if export.proc.poll() is None and not export.stop.is_set():
+                if not export.ending:
+                    export.grant(connections(int(export.info["port"]))[1])
                     return [dict(export.info)]
             # an export that is ending: let it unplug the VDI before plugging it again,
             # or its detach would undo the new attach
@@ -109,7 +130,7 @@ class NbdExports(object):
             env = dict(os.environ, LISTEN_FDS="1")
             cmd = ["/bin/bash", "-c", 'fd=$1; shift; [ "$fd" = 3 ] || exec 3<&$fd {fd}<&-; '
                    'LISTEN_PID=$$ exec "$@"', "srkit-nbd", str(sock.fileno()), qemu_nbd,
-                   "--read-only", "--format=raw", "--shared=%d" % MAX_CLIENTS,
+                   "--read-only", "--format=raw", "--shared=%d" % MAX_CLIENTS, "--persistent",
                    "--export-name=" + exportname, device]
             proc = subprocess.Popen(cmd, env=env, pass_fds=(sock.fileno(),),
                                     stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
@@ -132,18 +153,24 @@ class NbdExports(object):
     def _watch(self, export, host):
         """Wait for the end of the export, then unplug the VDI."""
         port = int(export.info["port"])
-        deadline = time.monotonic() + self.accept_window
         try:
-            # qemu-nbd exits by itself once its last client has gone: poll for that,
-            # for close(), and for the end of the accept window
-            while not export.stop.is_set() and export.proc.poll() is None:
-                if deadline is not None and time.monotonic() >= deadline:
-                    deadline = None
-                    if established_connections(port) == 0:
+            while not export.stop.wait(0.1) and export.proc.poll() is None:
+                connected, seen = connections(port)
+                with self._lock:
+                    if seen - export.baseline:
+                        export.seen = True
+                    if connected:
+                        continue
+                    if export.seen:
+                        export.ending = True   # its clients have come and gone
+                        break
+                    if time.monotonic() >= export.granted + self.accept_window:
+                        export.ending = True
                         self.pool.log("NBD export of %s: no client within %.0fs"
                                       % (export.vdi, self.accept_window))
                         break
-                export.stop.wait(0.1)
+            with self._lock:
+                export.ending = True
             if export.proc.poll() is None:
                 export.proc.terminate()
             try:

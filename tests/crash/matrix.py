@@ -290,22 +290,28 @@ class Scenario(object):
 
     def teardown(self):
         """Remove every VDI and the SR: a recovered SR must be removable."""
-        problems = []
-        try:
-            detach_all(self.pool)
-            for ref in self.pool.sr_record(self.sr)['VDIs']:
-                self.pool.vdi_destroy(ref)
-            for pbd in self.pool.sr_record(self.sr)['PBDs']:
-                self.pool.pbd_unplug(pbd)
-            self.pool.sr_destroy(self.sr)
-        except XapiError as e:
-            problems.append('cleaning up the recovered SR failed: %s' % (e,))
-        finally:
-            self.pool.close()
-            cleanup = getattr(self.profile, 'cleanup', None)
-            if cleanup:
-                cleanup(self.device_config, self.sr_uuid)
-        return problems
+        return remove_sr(self.pool, self.sr, self.profile, self.device_config, self.sr_uuid)
+
+
+def remove_sr(pool, sr, profile, device_config, sr_uuid):
+    """Detach, destroy every VDI, unplug and destroy the SR, close the pool, and run the
+    profile's cleanup; returns the problems (a recovered SR must be removable)."""
+    problems = []
+    try:
+        detach_all(pool)
+        for ref in pool.sr_record(sr)['VDIs']:
+            pool.vdi_destroy(ref)
+        for pbd in pool.sr_record(sr)['PBDs']:
+            pool.pbd_unplug(pbd)
+        pool.sr_destroy(sr)
+    except XapiError as e:
+        problems.append('removing the SR failed: %s' % (e,))
+    finally:
+        pool.close()
+        cleanup = getattr(profile, 'cleanup', None)
+        if cleanup:
+            cleanup(device_config, sr_uuid)
+    return problems
 
 
 def trace_points(profile, command, workdir):
@@ -324,6 +330,19 @@ def trace_points(profile, command, workdir):
             seen[name] = seen.get(name, 0) + 1
             points.append(name if seen[name] == 1 else '%s@%d' % (name, seen[name]))
     return points
+
+
+def crash_failures(profile, command, base):
+    """Kill ``command`` at every crash point it passes (a fresh base state under
+    ``base`` for each) and return what the checks found, one line per problem."""
+    points = trace_points(profile, command, workdir(base, 'trace'))
+    if not points:
+        return ['%s passes no crash point' % command]
+    failures = []
+    for point in points:
+        for problem in crash_at(profile, command, point, workdir(base, point.replace('@', '-'))):
+            failures.append('%s killed at %s: %s' % (command, point, problem))
+    return failures
 
 
 def crash_at(profile, command, point, workdir):

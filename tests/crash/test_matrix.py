@@ -23,11 +23,5 @@ def test_crash_matrix(tmp_path, name, command):
         _supported[name] = matrix.supported_commands(profile, matrix.workdir(tmp_path, 'caps'))
     if command not in _supported[name]:
         pytest.skip('%s SRs do not offer %s' % (name, command))
-    points = matrix.trace_points(profile, command, matrix.workdir(tmp_path, 'trace'))
-    assert points, '%s passes no crash point' % command
-    failures = []
-    for point in points:
-        for problem in matrix.crash_at(profile, command, point,
-                                       matrix.workdir(tmp_path, point.replace('@', '-'))):
-            failures.append('%s killed at %s: %s' % (command, point, problem))
+    failures = matrix.crash_failures(profile, command, tmp_path)
     assert not failures, '\n'.join(failures)

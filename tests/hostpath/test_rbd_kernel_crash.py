@@ -24,11 +24,5 @@ def test_kernel_datapath_crash_matrix(guest_ceph, tmp_path, monkeypatch, datapat
     monkeypatch.setenv("SRKIT_RBD_DATAPATH", datapath)
     profile = matrix.load_profile("rbd")
     assert command in matrix.supported_commands(profile, matrix.workdir(tmp_path, "caps"))
-    points = matrix.trace_points(profile, command, matrix.workdir(tmp_path, "trace"))
-    assert points, "%s passes no crash point" % command
-    failures = []
-    for point in points:
-        for problem in matrix.crash_at(profile, command, point,
-                                       matrix.workdir(tmp_path, point.replace("@", "-"))):
-            failures.append("%s killed at %s: %s" % (command, point, problem))
+    failures = matrix.crash_failures(profile, command, tmp_path)
     assert not failures, "\n".join(failures)

@@ -4,13 +4,8 @@ import os
 import stat
 import textwrap
 
-FAKE_DRIVER = r'''#!/usr/bin/env python3
-import http.client, json, os, socket, sys, uuid, xmlrpc.client
-
-CAPS = %(caps)r
-
-
-class UDS(http.client.HTTPConnection):
+# what both fakes share: xapi calls over SRKIT_XAPI_SOCKET, replies, faults, the request
+_XAPI_CALLS = r'''class UDS(http.client.HTTPConnection):
     def connect(self):
         self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         self.sock.connect(os.environ["SRKIT_XAPI_SOCKET"])
@@ -40,7 +35,15 @@ def fault(code, msg):
 
 
 (REQ,), CMD = xmlrpc.client.loads(sys.argv[1])
-with open(os.environ["SRKIT_STATE_DIR"] + "/requests.log", "a") as f:
+'''
+
+FAKE_DRIVER = r'''#!/usr/bin/env python3
+import http.client, json, os, socket, sys, uuid, xmlrpc.client
+
+CAPS = %(caps)r
+
+
+''' + _XAPI_CALLS + r'''with open(os.environ["SRKIT_STATE_DIR"] + "/requests.log", "a") as f:
     f.write(json.dumps({"command": CMD, "argv": len(sys.argv), "env": dict(os.environ),
                         "req": REQ}) + "\n")
 if CMD == "sr_get_driver_info":
@@ -138,37 +141,7 @@ import base64, hashlib, http.client, json, os, shutil, socket, sys, uuid, xmlrpc
 BLOCK = 64 * 1024
 
 
-class UDS(http.client.HTTPConnection):
-    def connect(self):
-        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        self.sock.connect(os.environ["SRKIT_XAPI_SOCKET"])
-
-
-class Transport(xmlrpc.client.Transport):
-    def make_connection(self, host):
-        return UDS("localhost")
-
-
-def xapi(method, *args):
-    proxy = xmlrpc.client.ServerProxy("http://localhost/", transport=Transport(), allow_none=True)
-    r = getattr(proxy, method)(REQ["session_ref"], *args)
-    if r["Status"] != "Success":
-        raise RuntimeError(r["ErrorDescription"])
-    return r["Value"]
-
-
-def reply(value):
-    sys.stdout.write(xmlrpc.client.dumps((value,), "", True, allow_none=True))
-    sys.exit(0)
-
-
-def fault(code, msg):
-    sys.stdout.write(xmlrpc.client.dumps(xmlrpc.client.Fault(code, msg), "", True))
-    sys.exit(0)
-
-
-(REQ,), CMD = xmlrpc.client.loads(sys.argv[1])
-if CMD == "sr_get_driver_info":
+''' + _XAPI_CALLS + r'''if CMD == "sr_get_driver_info":
     reply({"name": "fakecbt", "description": "a fake with CBT", "vendor": "srkit",
            "copyright": "none", "driver_version": "1.0", "required_api_version": "1.0",
            "capabilities": ["SR_SCAN", "VDI_CREATE", "VDI_DELETE", "VDI_ATTACH", "VDI_DETACH",

@@ -27,11 +27,5 @@ def test_zfsvol_crash_matrix(tmp_path, command):
         pytest.skip(reason)
     if command not in matrix.supported_commands(profile, matrix.workdir(tmp_path, "caps")):
         pytest.skip("zfsvol SRs do not offer %s" % command)
-    points = matrix.trace_points(profile, command, matrix.workdir(tmp_path, "trace"))
-    assert points, "%s passes no crash point" % command
-    failures = []
-    for point in points:
-        for problem in matrix.crash_at(profile, command, point,
-                                       matrix.workdir(tmp_path, point.replace("@", "-"))):
-            failures.append("%s killed at %s: %s" % (command, point, problem))
+    failures = matrix.crash_failures(profile, command, tmp_path)
     assert not failures, "\n".join(failures)
