@@ -81,7 +81,10 @@ def test_scan_on_a_fresh_database_rebuilds_cbt_state(pool, sr):
     write_vdi(pool, new_v, 0, b"x" * 10)
     chunk_exact(cbt.changed_blocks(pool, new_s1, new_v), 4 * MiB, [(0, 10)])
     with pytest.raises(XapiError) as e:
-        pool.vdi_attach(new_s1, writable=False)
+        pool.vdi_attach(new_s1, writable=False)          # xapi refuses first
+    assert e.value.code == "VDI_INCOMPATIBLE_TYPE"
+    with pytest.raises(XapiError) as e:
+        pool.call("vdi_attach", vdi=new_s1, args=[False])  # and so does the driver
     assert e.value.code == "SR_BACKEND_FAILURE_66"
     for x in (new_s1, new_v):
         pool.vdi_destroy(x)
