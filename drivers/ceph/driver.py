@@ -93,10 +93,16 @@ class RBDDriver(SRMixin, ScanMixin, IndexMixin, ReclaimMixin, LeaseMixin, Attach
             raise SRError('VDIMissing', 'no RBD image %s in %s/%s' % (name, self.pool,
                                                                       self.namespace))
         if not read_only:
-            me = self.cluster.rados.get_instance_id()
-            if any(self._dead_client(w['id']) for w in img.watchers_list()
-                   if int(w['id']) != me):
-                self._evict_dead_watchers(name)
+            try:
+                me = self.cluster.rados.get_instance_id()
+                if any(self._dead_client(w['id']) for w in img.watchers_list()
+                       if int(w['id']) != me):
+                    self._evict_dead_watchers(name)
+            except BaseException:
+                # never leave an open image to the garbage collector: closed after the
+                # cluster handle is shut down, librbd may abort the process
+                img.close()
+                raise
         return img
 
     @staticmethod
