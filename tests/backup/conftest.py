@@ -38,7 +38,9 @@ def _device_config(driver, tmp_path):
             "chunk_size": str(GRANULE["s3"])}
 
 
-@pytest.fixture(params=DRIVERS)
+# s3's run is minutes of driver calls: a long row (tests/conftest.py)
+@pytest.fixture(params=[pytest.param(d, marks=[pytest.mark.long] if d == "s3" else [])
+                        for d in DRIVERS])
 def driver(request):
     return request.param
 

@@ -5,6 +5,9 @@ import pytest
 import matrix
 
 CASES = [(name, command) for name in matrix.profile_names() for command, _ in matrix.COMMANDS]
+# rbd and s3 have crash tests of their own (tests/ceph/test_rbd_crash.py,
+# tests/s3/test_s3_kill.py); their generic rows are long ones (tests/conftest.py)
+LONG_PROFILES = ('rbd', 's3')
 _supported = {}
 
 
@@ -16,7 +19,9 @@ def profile_or_skip(name):
     return profile
 
 
-@pytest.mark.parametrize('name,command', CASES, ids=['%s-%s' % c for c in CASES])
+@pytest.mark.parametrize('name,command', [
+    pytest.param(n, c, id='%s-%s' % (n, c),
+                 marks=[pytest.mark.long] if n in LONG_PROFILES else []) for n, c in CASES])
 def test_crash_matrix(tmp_path, name, command):
     profile = profile_or_skip(name)
     if name not in _supported:

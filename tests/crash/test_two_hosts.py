@@ -19,7 +19,8 @@ _spec.loader.exec_module(concurrency)
 SHARED = ('s3', 'gluster', 'rbd')
 
 
-@pytest.mark.parametrize('name', SHARED)
+@pytest.mark.parametrize('name', [
+    pytest.param(n, marks=[pytest.mark.long] if n == 's3' else []) for n in SHARED])
 def test_two_hosts_at_once(tmp_path, name):
     reason = matrix.load_profile(name).unavailable()
     if reason:

@@ -9,7 +9,7 @@ import pytest
 from simulator.conformance import outcome
 
 # the longest part of the guest's rbd suite (every driver call is a python start under
-# TCG): one of the guest's long rows (./dev test: SRKIT_GUEST_LONG=1 or SRKIT_RBD_CONFORMANCE=1)
+# TCG): one of the guest's long rows (./dev test: SRKIT_LONG=1 or SRKIT_RBD_CONFORMANCE=1)
 pytestmark = [pytest.mark.hostpath, pytest.mark.skipif(
     os.environ.get("SRKIT_RBD_CONFORMANCE") == "0", reason="SRKIT_RBD_CONFORMANCE=0")]
 

@@ -13,7 +13,7 @@ sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(
 import matrix  # noqa: E402
 
 # every kill costs a fresh SR and base state: one of the guest's long rows, which
-# ./dev test runs only with SRKIT_GUEST_LONG=1 or SRKIT_RBD_CRASH=1
+# ./dev test runs only with SRKIT_LONG=1 or SRKIT_RBD_CRASH=1
 pytestmark = [pytest.mark.hostpath, pytest.mark.skipif(
     os.environ.get("SRKIT_RBD_CRASH") == "0", reason="SRKIT_RBD_CRASH=0")]
 

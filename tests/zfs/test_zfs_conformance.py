@@ -8,7 +8,7 @@ from simulator.conformance import outcome
 
 # ~19 min of the guest's time under TCG (every driver call spawns python and zfs
 # commands in an emulated CPU): one of the guest's long rows, which ./dev test runs only
-# with SRKIT_GUEST_LONG=1 or SRKIT_ZFS_CONFORMANCE=1.
+# with SRKIT_LONG=1 or SRKIT_ZFS_CONFORMANCE=1.
 pytestmark = [pytest.mark.zfs, pytest.mark.skipif(
     os.environ.get("SRKIT_ZFS_CONFORMANCE") == "0",
     reason="SRKIT_ZFS_CONFORMANCE=0")]

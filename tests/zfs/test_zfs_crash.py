@@ -3,7 +3,7 @@ killed at every crash point it passes, then two scans, then the checks against
 `zfs list` and the zvol devices (tests/crash/profile_zfsvol.py). Every kill costs a
 fresh SR and base state: ~12.5 min for the seven commands at TCG speed on a quiet
 machine: one of the guest's long rows, which ./dev test runs only with
-SRKIT_GUEST_LONG=1 or SRKIT_ZFS_CRASH=1 (the guest inherits the caller's environment)."""
+SRKIT_LONG=1 or SRKIT_ZFS_CRASH=1 (the guest inherits the caller's environment)."""
 import os
 import sys
 
