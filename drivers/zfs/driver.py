@@ -371,6 +371,10 @@ class ZFSVolDriver(Driver):
             freed = stream.intersect(freed, self._send(base))
         return stream.merge(written + freed, row.volsize)
 
+    def data_destroy(self, uuid):
+        from drivers.zfs import cbt
+        cbt.data_destroy(self, uuid)
+
     # --- datapath -----------------------------------------------------------------------------
     def attach(self, uuid, writable):
         row = self._need(uuid)

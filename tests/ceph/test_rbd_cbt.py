@@ -89,7 +89,7 @@ def test_disable_then_enable_starts_afresh_and_scan_keeps_state(pool, sr):
         pool.vdi_attach(s1, writable=False)          # xapi refuses first
     assert e.value.code == "VDI_INCOMPATIBLE_TYPE"
     with pytest.raises(XapiError) as e:
-        pool.call("vdi_attach", vdi=s1, args=[False])  # and so does the driver
+        pool.call("vdi_attach", vdi=s1, args=["false"])  # and so does the driver
     assert e.value.code == "SR_BACKEND_FAILURE_66"
     for x in (s2, s1, v):
         pool.vdi_destroy(x)

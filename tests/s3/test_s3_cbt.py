@@ -84,7 +84,7 @@ def test_scan_on_a_fresh_database_rebuilds_cbt_state(pool, sr):
         pool.vdi_attach(new_s1, writable=False)          # xapi refuses first
     assert e.value.code == "VDI_INCOMPATIBLE_TYPE"
     with pytest.raises(XapiError) as e:
-        pool.call("vdi_attach", vdi=new_s1, args=[False])  # and so does the driver
+        pool.call("vdi_attach", vdi=new_s1, args=["false"])  # and so does the driver
     assert e.value.code == "SR_BACKEND_FAILURE_66"
     for x in (new_s1, new_v):
         pool.vdi_destroy(x)

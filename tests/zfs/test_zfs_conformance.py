@@ -12,14 +12,10 @@ from simulator.conformance import outcome
 pytestmark = [pytest.mark.zfs, pytest.mark.skipif(
     os.environ.get("SRKIT_ZFS_CONFORMANCE") == "0",
     reason="SRKIT_ZFS_CONFORMANCE=0")]
-# ZFSVolSR advertises snapshot, clone, resize and revert but no activate
-# no VDI_CONFIG_CBT (docs/cbt.md): the CBT checks other than the refusal skip
+# ZFSVolSR advertises snapshot, clone, resize, revert and CBT but no activate
 EXPECTED_SKIPS = {"test_unadvertised_operations_are_refused_by_xapi",
                   "test_activate_and_deactivate_twice",
-                  "test_data_visible_from_every_host_of_a_shared_sr",
-                  "test_changed_blocks_cover_every_write_over_generations",
-                  "test_a_data_destroyed_snapshot_is_metadata_only_and_scan_keeps_it",
-                  "test_unrelated_pairs_give_460_and_change_nothing"}
+                  "test_data_visible_from_every_host_of_a_shared_sr"}
 
 
 def test_conformance_suite_passes_on_zfsvol(zpool, tmp_path):
