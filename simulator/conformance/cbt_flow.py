@@ -82,3 +82,14 @@ def check_bitmap(text, size, written, granularity, may_differ=()):
     assert not extra, "blocks reported beyond the %d-byte granularity of the writes: %s" \
         % (granularity, sorted(extra)[:20])
     return got
+
+
+def check_exact(text, size, written):
+    """The bitmap sets exactly the 64 KiB blocks of ``written`` (a backend whose unit is
+    no coarser than the bitmap's block: rbd extents, small zvol blocks)."""
+    got = check_bitmap(text, size, written, BLOCK)
+    want = set()
+    for offset, length in written:
+        want |= blocks_of(offset, length)
+    assert got == want, "bitmap sets %s, the writes were %s" % (sorted(got), sorted(want))
+    return got
