@@ -33,6 +33,9 @@ sys.path.insert(0, REPO)
 sys.path.insert(0, os.path.join(REPO, "tests", "s3"))
 sys.path.insert(0, os.path.join(REPO, "tests", "ceph"))
 
+from ceph_bench import device_config  # noqa: E402 (bench/ is sys.path[0])
+from s3_bench import env_dc, median_time  # noqa: E402
+
 KiB = 1024
 MiB = 1024 * KiB
 GiB = 1024 * MiB
@@ -52,15 +55,6 @@ c = boto3.session.Session().client("s3", endpoint_url=e, aws_access_key_id=ak,
 m1, m2 = [json.loads(c.get_object(Bucket=b, Key=k)["Body"].read())["chunks"] for k in (k1, k2)]
 print(len([i for i in set(m1) | set(m2) if m1.get(i) != m2.get(i)]))
 """
-
-
-def median_time(fn, n):
-    times = []
-    for _ in range(n):
-        t = time.monotonic()
-        fn()
-        times.append(time.monotonic() - t)
-    return statistics.median(times)
 
 
 def driver_list(pool, s1, s2, n):
@@ -93,9 +87,7 @@ def bench_rbd(args, tmp):
     from simulator import Pool
     from simulator.conformance import cbt_flow
     e = os.environ
-    dc = {"monitors": e["SRKIT_CEPH_MONITORS"], "user": e["SRKIT_CEPH_USER"],
-          "key": e["SRKIT_CEPH_KEY"], "pool": e.get("SRKIT_CEPH_POOL", "rbd"),
-          "datapath": "fuse"}
+    dc = device_config()
     cluster = rados.Rados(conffile=e["SRKIT_CEPH_CONF"], conf={"log_to_stderr": "false"})
     cluster.connect(timeout=10)
     size = args.size_gib * GiB
@@ -154,12 +146,8 @@ def bench_s3(args, tmp):
     from s3_rig import SR, make_admin
     from simulator import Pool
     from simulator.conformance import cbt_flow
-    e = os.environ
     chunk = args.s3_chunk_mib * MiB
-    dc = {"endpoint": e["SRKIT_S3_ENDPOINT"], "bucket": e["SRKIT_S3_BUCKET"],
-          "access_key": e["SRKIT_S3_ACCESS_KEY"], "secret_key": e["SRKIT_S3_SECRET_KEY"],
-          "prefix": "cbtbench-%s/" % os.urandom(3).hex(),
-          "cache_dir": os.path.join(tmp, "cache"), "chunk_size": str(chunk)}
+    dc = env_dc(tmp, "cbtbench-%s/" % os.urandom(3).hex(), chunk)
     admin = make_admin(dc["endpoint"], dc["access_key"], dc["secret_key"])
     size = args.size_gib * GiB
     with Pool(os.path.join(tmp, "s3-pool"), sm_dir=os.path.join(REPO, "sm_drivers"),

@@ -26,14 +26,9 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 REPO = os.path.dirname(HERE)
 sys.path.insert(0, REPO)
 
+from ceph_bench import device_config  # noqa: E402 (bench/ is sys.path[0])
+
 MiB = 1 << 20
-
-
-def device_config():
-    e = os.environ
-    return {'monitors': e['SRKIT_CEPH_MONITORS'], 'user': e['SRKIT_CEPH_USER'],
-            'key': e['SRKIT_CEPH_KEY'], 'pool': e.get('SRKIT_CEPH_POOL', 'rbd'),
-            'datapath': 'fuse'}
 
 
 def _spin(stop):

@@ -93,3 +93,22 @@ def check_exact(text, size, written):
         want |= blocks_of(offset, length)
     assert got == want, "bitmap sets %s, the writes were %s" % (sorted(got), sorted(want))
     return got
+
+
+def refused_as_disk(pool, vdi):
+    """A cbt_metadata VDI is no disk: xapi refuses its attach first
+    (VDI_INCOMPATIBLE_TYPE), the driver asked directly refuses it too (66), and
+    nothing is left plugged."""
+    assert _fault_of(lambda: pool.vdi_attach(vdi, writable=False)) == "VDI_INCOMPATIBLE_TYPE"
+    assert _fault_of(lambda: pool.call("vdi_attach", vdi=vdi, args=["false"])) == \
+        "SR_BACKEND_FAILURE_66"
+    assert not pool.find("datapath", VDI=vdi)
+
+
+def _fault_of(call):
+    from simulator.errors import XapiError
+    try:
+        call()
+    except XapiError as e:
+        return e.code
+    raise AssertionError("the call was not refused")

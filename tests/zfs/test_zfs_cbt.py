@@ -33,15 +33,6 @@ def write(pool, vdi, writes, byte):
     return path
 
 
-def refused_as_disk(pool, vdi):
-    with pytest.raises(XapiError) as e:
-        pool.vdi_attach(vdi, writable=False)
-    assert e.value.code == "VDI_INCOMPATIBLE_TYPE"
-    with pytest.raises(XapiError) as e:
-        pool.call("vdi_attach", vdi=vdi, args=["false"])
-    assert e.value.code == "SR_BACKEND_FAILURE_66"
-    assert not pool.find("datapath", VDI=vdi)
-
 
 def test_three_generations_discard_resize_and_data_destroy(pool, make_sr, zfs):
     sr = make_sr()
@@ -85,7 +76,7 @@ def test_three_generations_discard_resize_and_data_destroy(pool, make_sr, zfs):
     exact(cbt.changed_blocks(pool, s3, v), grown, [(0, 512)])
     exact(cbt.changed_blocks(pool, s1, v), grown, gen2 + gen3 + [(0, 512)])
     # a data-destroyed VDI is no disk any more: xapi refuses, and so does the driver
-    refused_as_disk(pool, s1)
+    cbt.refused_as_disk(pool, s1)
     # the live data is what was written
     path = pool.vdi_attach(v, writable=False)["params"]
     try:
@@ -122,7 +113,7 @@ def test_disable_then_enable_starts_afresh_and_scan_keeps_state(pool, make_sr, z
     assert pool.vdi_record(v)["cbt_enabled"] is True
     assert pool.vdi_record(v)["type"] == "user"
     assert pool.vdi_record(s1)["type"] == "cbt_metadata"
-    refused_as_disk(pool, s1)
+    cbt.refused_as_disk(pool, s1)
     write(pool, v, [(MiB + 7, 9)], b"\x05")
     exact(cbt.changed_blocks(pool, s2, v), 8 * MiB, [(MiB + 7, 9)])
     for x in (s2, s1, v):
