@@ -3,6 +3,12 @@
 Whatever happens, stdout carries exactly one XML-RPC document: a reply or a
 fault. While the command runs, fd 1 points at /dev/null so that nothing a
 library or a child process prints can corrupt that document.
+
+The one exception is a process killed inside a C library (librbd's abort,
+a segfault in libzfs_core): no reply can be written then, and xapi reports
+"received signal: N" with the driver's stderr. ``faulthandler`` (built in, no
+import cost) puts every thread's Python stack there, so that report says which
+call died.
 """
 
 import os
@@ -50,6 +56,8 @@ def run(target, argv=None):
     """Entry point of sm_drivers/<Name>SR: ``target`` is an SR type in
     framework.registry, or 'module.path:DriverClass' for drivers shipped elsewhere."""
     argv = sys.argv if argv is None else argv
+    import faulthandler
+    faulthandler.enable(all_threads=True)
     sys.stdout.flush()
     reply_fd = os.dup(1)
     devnull = os.open(os.devnull, os.O_WRONLY)

@@ -203,8 +203,19 @@ def capture_stderr(config):
         _stderr['real'] = os.dup(2)
         os.dup2(f.fileno(), 2)
         _stderr['file'] = f
+        _keep_fault_reports(_stderr['real'])
     except (IOError, OSError):
         pass
+
+
+def _keep_fault_reports(fd):
+    """A process librados aborts never drains its capture file: its fatal-signal
+    stack (framework.entry's faulthandler, Python frames only) goes to ``fd``, the
+    real stderr, instead."""
+    import faulthandler
+    if faulthandler.is_enabled():
+        _stderr['fault_file'] = os.fdopen(fd, 'w', closefd=False)
+        faulthandler.enable(file=_stderr['fault_file'], all_threads=True)
 
 
 def drain_stderr():

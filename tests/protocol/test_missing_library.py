@@ -63,3 +63,14 @@ def test_driver_info_needs_no_backend_library(local, tmp_path):
     doc = local.document('sr_get_driver_info')
     value, fault = checked(*local.pool.run_raw(path, doc))
     assert fault is None and value['name']
+
+
+@pytest.mark.parametrize('driver', ['AbortingDriver', 'AbortingAfterCephCaptureDriver'])
+def test_a_process_killed_in_a_library_leaves_its_python_stack_on_stderr(local, tmp_path,
+                                                                          driver):
+    """Issue 16: an rbd vdi_delete died of SIGABRT and left nothing to say where."""
+    path = launcher(tmp_path, 'aborting_driver:' + driver)
+    rc, out, err = local.pool.run_raw(path, local.document('sr_attach'))
+    assert rc == -6 and out == ''
+    assert 'Fatal Python error: Aborted' in err, err
+    assert 'in sr_attach' in err, err
