@@ -20,55 +20,66 @@ VDIs, clean what is left over:
 Only the device(s) the record's token names are unmapped, never another one.
 """
 
+import os
 import time
 
 from framework import crash
 from drivers.ceph import layout as L
-from drivers.ceph.connection import ceph_error, mapped, rbd_module
+from drivers.ceph.connection import ceph_error, rbd_module
 from drivers.ceph.index import is_dead, process_record
 
 KERNEL = ('nbd', 'krbd')
 
-FEATURES = 1 | 4 | 8 | 16 | 32   # layering | exclusive-lock | object-map | fast-diff | deep-flatten
 RELEASE_TIMEOUT = 40   # seconds detach waits for the datapath's watch to go: longer than
                        # the OSD's watch timeout (30 s), so even an unrecognised one does
 
 
-class AttachMixin(object):
-    @mapped('VDIUnavailable')
-    def attach(self, uuid, writable):
+class Attachments(object):
+    """The block devices of this host's attachments (``ctx``: SRContext; ``images``:
+    Images; ``watchers``: Watchers, to record a datapath daemon's clients and evict
+    them once dead). The VDI's entry and its lease are the caller's (driver.py).
+    Public: ``attach(entry, writable)``, ``detach(uuid)``, ``await_release(record)``,
+    ``device_alive(uuid, path)``, ``clean()``, ``follow_size(uuid, size)``."""
+
+    def __init__(self, ctx, images, watchers):
+        self.ctx = ctx
+        self.images = images
+        self.watchers = watchers
+
+    def attach(self, entry, writable):
+        """The device of VDI ``entry`` on this host (made, or the live one already
+        recorded); ``writable`` only for an image, not a snapshot."""
         from drivers.ceph import datapath
         rbd = rbd_module()
-        entry = self._need(uuid)
-        writable = writable and entry.kind == L.IMAGE
-        if writable:
-            self._check_lease(uuid, 'attach read-write', allow_host=self.ctx.host_id)
+        uuid = entry.uuid
         existing = datapath.load_record(self.ctx.state_dir, uuid)
         if existing and datapath.alive(existing):
             return datapath.device_of(existing)
         if existing and existing.get('kind') in KERNEL:
             self._drop_datapath(uuid, existing, 'its device no longer served it')
-        kind = datapath.choose(self.config.get('datapath'))
+        kind = datapath.choose(self.ctx.config.get('datapath'))
         image, snap, temp = entry.image, entry.snap or None, ''
         if kind == 'fuse' and snap:
             # rbd-fuse opens heads only: expose the snapshot through a COW clone
             temp = L.attach_clone_name(entry.uuid, self.ctx.host_id[:8])
             try:
-                with self._image(entry.image) as img:
+                with self.images.open(entry.image) as img:
                     if not img.is_protected_snap(snap):
                         img.protect_snap(snap)
                 try:
-                    rbd.RBD().clone(self.io, entry.image, snap, self.io, temp, features=FEATURES)
+                    rbd.RBD().clone(self.ctx.io, entry.image, snap, self.ctx.io, temp,
+                                    features=L.FEATURES)
                 except rbd.ImageExists:
                     pass
             except rbd.Error as e:
                 raise ceph_error(e, 'preparing snapshot %s for attach' % uuid, 'VDIUnavailable')
             image, snap = temp, None
-        with self._image(image, read_only=True) as img:
+        with self.images.open(image, read_only=True) as img:
             before = set(w['addr'] for w in img.watchers_list())
             if kind == 'fuse':
-                record = datapath.fuse_attach(self.ctx.state_dir, self.config, self.pool,
-                                              self.namespace, image, writable)
+                record = datapath.fuse_attach(self.ctx.state_dir, self.ctx.config,
+                                              self.ctx.pool, self.ctx.namespace, image,
+                                              writable)
             else:
                 record = self._map_kernel(kind, uuid, image, snap, writable)
             # the datapath's own librbd/krbd client: what a fence must blocklist
@@ -76,14 +87,14 @@ class AttachMixin(object):
             clients = []
             while time.time() < deadline:
                 clients = [w for w in img.watchers_list() if w['addr'] not in before
-                           and int(w['id']) != self.cluster.rados.get_instance_id()]
+                           and int(w['id']) != self.ctx.cluster.rados.get_instance_id()]
                 if clients:
                     break
                 time.sleep(0.05)
         record.update(temp_clone=temp, writable=writable, vdi=uuid,
                       clients=[{'id': int(w['id']), 'addr': w['addr']} for w in clients])
         if record.get('pid') and record['clients']:
-            self._register_datapath_clients(record['pid'], uuid, record['clients'])
+            self.watchers.register_datapath(record['pid'], uuid, record['clients'])
         datapath.save_record(self.ctx.state_dir, uuid, record)
         if kind in KERNEL:
             crash.point('rbd.attach.after-record')
@@ -101,12 +112,12 @@ class AttachMixin(object):
         datapath.save_record(self.ctx.state_dir, uuid, intent)
         try:
             if kind == 'nbd':
-                record = rbd_nbd.map_image(self.ctx.state_dir, self.config, self.pool,
-                                           self.namespace, image, snap, writable,
+                record = rbd_nbd.map_image(self.ctx.state_dir, self.ctx.config, self.ctx.pool,
+                                           self.ctx.namespace, image, snap, writable,
                                            intent['token'])
             elif kind == 'krbd':
-                record = krbd.map_image(self.cluster.rados, self.config, self.pool,
-                                        self.namespace, image, snap, writable,
+                record = krbd.map_image(self.ctx.cluster.rados, self.ctx.config, self.ctx.pool,
+                                        self.ctx.namespace, image, snap, writable,
                                         intent['token'])
             else:
                 from framework.errors import SRError
@@ -137,7 +148,7 @@ class AttachMixin(object):
                              if datapath.device_of(record) else '',
                              ': %s' % why if why else ''))
 
-    def clean_datapaths(self):
+    def clean(self):
         """sr_scan: undo the kernel datapaths of this host that killed commands or
         daemons left behind (see the module doc); attachments in use stay."""
         from drivers.ceph import datapath
@@ -159,27 +170,23 @@ class AttachMixin(object):
             except Exception as e:   # the next scan tries again
                 self.ctx.log.error('cleaning the datapath of VDI %s: %s' % (uuid, e))
 
-    @mapped('VDIUnavailable')
     def detach(self, uuid):
+        """Undo and forget this host's attachment of VDI ``uuid``; its record (what
+        is left to do: a temporary clone to remove, clients to wait out), or None
+        when there was none."""
         from drivers.ceph import datapath
         record = datapath.load_record(self.ctx.state_dir, uuid)
         if record is None:
-            return
+            return None
         self._drop_datapath(uuid, record)
-        temp = record.get('temp_clone')
-        if temp:
-            self._remove_image(temp)  # and collects a snapshot deleted while attached
-            return
-        self._await_release(record)
-        if record.get('writable'):
-            self._refresh_used(uuid)
+        return record
 
-    def _await_release(self, record):
+    def await_release(self, record):
         """Return only once the datapath's clients no longer watch the image: a
         vdi_delete right after a detach must not find them (a VM shut down and its
         disk deleted at once). A daemon the detach had to kill (it did not exit in
         time: a loaded host) leaves its watch until the OSD times it out; it is a
-        dead client of this host, blocklisted at once (lease.py)."""
+        dead client of this host, blocklisted at once (watchers.py)."""
         from framework.errors import SRError
         ids = set(int(c['id']) for c in record.get('clients') or ())
         image = record.get('image')
@@ -188,7 +195,7 @@ class AttachMixin(object):
         deadline = time.time() + RELEASE_TIMEOUT
         while True:
             try:
-                with self._image(image, read_only=True) as img:
+                with self.images.open(image, read_only=True) as img:
                     left = [w for w in img.watchers_list() if int(w['id']) in ids]
             except SRError:
                 return   # the image is gone
@@ -199,13 +206,21 @@ class AttachMixin(object):
                                    'image after %d s' % (image, ', '.join(
                                        w['addr'] for w in left), RELEASE_TIMEOUT))
                 return
-            self._evict_dead_watchers(image)
+            self.watchers.evict_dead(image)
             time.sleep(0.1)
 
-    def _refresh_used(self, uuid):
-        """Store the allocated bytes of a VDI in the index (scans read them from there)."""
-        try:
-            used = sum(length for _, length in self.extents(uuid))
-            self._index_set({L.USED_PREFIX + uuid: str(used)})
-        except Exception as e:  # best effort: a stale figure is not worth a failed detach
-            self.ctx.log.error('refreshing allocation of %s: %s' % (uuid, e))
+    def follow_size(self, uuid, size):
+        """Make this host's block device of the VDI show the new size."""
+        from drivers.ceph import datapath
+        record = datapath.load_record(self.ctx.state_dir, uuid)
+        if record:
+            deadline = time.time() + 10
+            path = os.path.join(record.get('mount', ''), record.get('image', ''))
+            while record.get('kind') == 'fuse' and time.time() < deadline:
+                try:
+                    if os.stat(path).st_size >= size:
+                        break
+                except OSError:
+                    break
+                time.sleep(0.05)
+            datapath.refresh_size(record)

@@ -22,7 +22,7 @@ import os
 import time
 
 from framework.errors import SRError
-from drivers.ceph import helper_files
+from drivers.ceph import credentials
 from drivers.files import fusedev
 from drivers.files.fusedev import (  # noqa: F401 (records: also used by the driver)
     load_record, save_record, drop_record, records, record_path)
@@ -102,14 +102,14 @@ def fuse_attach(state_dir, config, pool, namespace, image, writable):
         os.makedirs(mount)
     record = {'kind': 'fuse', 'mount': mount, 'image': image, 'pid': 0, 'loop': ''}
     if not _mounted(mount):
-        conf, ceph_args = helper_files.client_files(state_dir, config)
+        conf, ceph_args = credentials.client_files(state_dir, config)
         args = [rbd_fuse, '-f', '-c', conf, '-p', pool]
         if namespace:
             args.append('--namespace=%s' % namespace)
         args += ['--image=%s' % image, mount]
         env = dict(os.environ)
         env['CEPH_ARGS'] = '%s %s' % (ceph_args,
-                                      helper_files.admin_socket_arg(state_dir, image, True))
+                                      credentials.admin_socket_arg(state_dir, image, True))
         log = open(os.path.join(state_dir, 'rbd-fuse.%s.log' % image), 'ab')
         proc = subprocess.Popen(args, stdin=subprocess.DEVNULL, stdout=log, stderr=log,
                                 env=env, close_fds=True, start_new_session=True,

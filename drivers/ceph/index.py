@@ -9,6 +9,10 @@ its last one. It names the command, the image (and snapshot) it works on and
 who runs it: boot id, pid and process start time, so the SR master can tell a
 dead command of its own host (roll it forward or back now, see scan.py) from a
 live one on another host (left alone for ``gc_grace`` seconds).
+
+``Index`` is the one object that reads and writes them; ``process_record`` and
+``is_dead`` say who runs a command (also for client records, watchers.py, and
+kernel datapath records, attach.py).
 """
 
 import os
@@ -55,24 +59,35 @@ def is_dead(record):
     return pid <= 0 or start_time(pid) != str(record.get('start'))
 
 
-class IndexMixin(object):
-    def _omap(self, keys=None, obj=L.SR_OBJECT):
+class Index(object):
+    """The SR index and its intents (``ctx``: SRContext, for its io; ``images``:
+    watchers.Images, to write an entry into its image). Public: ``read(keys=None)``,
+    ``update(values=None, remove=())``, ``entry(uuid)``, ``need(uuid)``,
+    ``put(entry, ...)``, ``begin(op, uuid, image, ...)``, ``intents(index)``,
+    ``recoverable(intent)``, ``in_flight(uuid, ignore=None)``."""
+
+    def __init__(self, ctx, images):
+        self.ctx = ctx
+        self.images = images
+
+    def read(self, keys=None, obj=L.SR_OBJECT):
         """{key: value} of the index (all keys, or only ``keys``); SRUnavailable if
         the SR object is gone."""
         rados = rados_module()
+        io = self.ctx.io
         out = {}
         try:
             if keys is not None:
                 with rados.ReadOpCtx() as op:
-                    it, _ = self.io.get_omap_vals_by_keys(op, tuple(keys))
-                    self.io.operate_read_op(op, obj)
+                    it, _ = io.get_omap_vals_by_keys(op, tuple(keys))
+                    io.operate_read_op(op, obj)
                     out.update(it)
             else:
                 start = ''
                 while True:
                     with rados.ReadOpCtx() as op:
-                        it, _ = self.io.get_omap_vals(op, start, '', OMAP_PAGE)
-                        self.io.operate_read_op(op, obj)
+                        it, _ = io.get_omap_vals(op, start, '', OMAP_PAGE)
+                        io.operate_read_op(op, obj)
                         page = list(it)
                     if not page:
                         break  # the OSD may return fewer than asked: stop on an empty page
@@ -81,37 +96,40 @@ class IndexMixin(object):
         except rados.ObjectNotFound:
             raise SRError('SRUnavailable', 'no SR %s in pool %s namespace %s (deleted, or '
                           'wrong pool/namespace in device-config)'
-                          % (self.sr_uuid, self.pool, self.namespace))
+                          % (self.ctx.sr_uuid, self.ctx.pool, self.ctx.namespace))
         except rados.Error as e:
             raise ceph_error(e, 'reading the SR index')
         return dict((k, v.decode('utf-8') if isinstance(v, bytes) else (v or ''))
                     for k, v in out.items())
 
-    def _index_set(self, values=None, remove=()):
+    def update(self, values=None, remove=()):
         """One atomic update of the index."""
         rados = rados_module()
+        io = self.ctx.io
         try:
             with rados.WriteOpCtx() as op:
                 if values:
                     keys = tuple(values)
-                    self.io.set_omap(op, keys, tuple(values[k].encode('utf-8') for k in keys))
+                    io.set_omap(op, keys, tuple(values[k].encode('utf-8') for k in keys))
                 if remove:
-                    self.io.remove_omap_keys(op, tuple(remove))
-                self.io.operate_write_op(op, L.SR_OBJECT)
+                    io.remove_omap_keys(op, tuple(remove))
+                io.operate_write_op(op, L.SR_OBJECT)
         except rados.Error as e:
             raise ceph_error(e, 'updating the SR index')
 
     # --- intents -------------------------------------------------------------------
-    def _begin(self, op, uuid, image, snap='', **extra):
+    def begin(self, op, uuid, image, snap='', **extra):
         """Record that ``op`` on VDI ``uuid`` starts (before its first backend step)."""
         import json
         intent = process_record()
         intent.update(extra, op=op, uuid=uuid, image=image, snap=snap)
-        self._index_set({L.PENDING_PREFIX + uuid: json.dumps(intent, sort_keys=True)})
+        self.update({L.PENDING_PREFIX + uuid: json.dumps(intent, sort_keys=True)})
         crash.point('rbd.%s.after-intent' % op)
         return intent
 
-    def _intents(self, index):
+    @staticmethod
+    def intents(index):
+        """{vdi uuid: intent} of an index ``read()`` returned."""
         import json
         out = {}
         for key, value in index.items():
@@ -122,7 +140,7 @@ class IndexMixin(object):
                     out[key[len(L.PENDING_PREFIX):]] = {}
         return out
 
-    def _recoverable(self, intent):
+    def recoverable(self, intent):
         """May this process roll ``intent`` forward or back now? Yes when its command
         died on this host, or when it is older than the grace period (a command on
         another host never takes that long: it was lost with its host)."""
@@ -130,15 +148,23 @@ class IndexMixin(object):
             return True
         if is_dead(intent):
             return True
-        return time.time() - float(intent.get('since') or 0) > self._grace()
+        return time.time() - float(intent.get('since') or 0) > self.ctx.grace()
 
-    def _grace(self):
-        """device-config gc_grace, else the framework's (SRKIT_GC_GRACE for tests)."""
-        value = self.config.get('gc_grace')
-        return float(value) if value not in (None, '') else crash.grace()
+    def in_flight(self, uuid, ignore=None):
+        """A live command (an intent not ours to recover) is building VDI ``uuid``."""
+        if not uuid or uuid == ignore:
+            return False
+        text = self.read([L.PENDING_PREFIX + uuid]).get(L.PENDING_PREFIX + uuid)
+        if text is None:
+            return False
+        import json
+        try:
+            return not self.recoverable(json.loads(text))
+        except ValueError:
+            return False
 
     # --- entries --------------------------------------------------------------------
-    def _put(self, entry, image=None, used=None, done=None, point=None):
+    def put(self, entry, image=None, used=None, done=None, point=None):
         """Record ``entry`` in the image metadata (authoritative), then in the index,
         removing the intent of command ``done`` in the same index update."""
         meta_key = L.META_VDI_PREFIX + entry.uuid
@@ -146,21 +172,23 @@ class IndexMixin(object):
         if image is not None:
             image.metadata_set(meta_key, text)
         else:
-            with self._image(entry.image) as img:
+            with self.images.open(entry.image) as img:
                 img.metadata_set(meta_key, text)
         crash.point('rbd.%s.after-meta' % (point or done or 'set_meta'))
         values = {L.VDI_PREFIX + entry.uuid: text}
         if used is not None:
             values[L.USED_PREFIX + entry.uuid] = str(int(used))
-        self._index_set(values, (L.PENDING_PREFIX + entry.uuid,) if done else ())
+        self.update(values, (L.PENDING_PREFIX + entry.uuid,) if done else ())
 
-    def _entry(self, uuid):
-        found = self._omap([L.VDI_PREFIX + uuid])
+    def entry(self, uuid):
+        """The Entry of VDI ``uuid``, None if the index has none."""
+        found = self.read([L.VDI_PREFIX + uuid])
         text = found.get(L.VDI_PREFIX + uuid)
         return L.Entry.load(uuid, text) if text else None
 
-    def _need(self, uuid):
-        entry = self._entry(uuid)
+    def need(self, uuid):
+        """The Entry of VDI ``uuid``; VDIMissing if the index has none."""
+        entry = self.entry(uuid)
         if entry is None:
-            raise SRError('VDIMissing', 'no VDI %s in SR %s' % (uuid, self.sr_uuid))
+            raise SRError('VDIMissing', 'no VDI %s in SR %s' % (uuid, self.ctx.sr_uuid))
         return entry

@@ -33,11 +33,12 @@ _CHILD = ('import sys; sys.path.insert(0, %r); '
           'from drivers.ceph.inspect import main; main()' % _ROOT)
 
 
-def read_images(driver, names):
-    """{name: what ScanMixin._read_image returns} for ``names``, read by a child."""
+def read_images(ctx, names):
+    """{name: what Scan.read_image returns} for ``names``, read by a child (``ctx``:
+    the SRContext of the SR: its uuid, device-config and log)."""
     import subprocess
     from drivers.ceph import layout as L
-    request = json.dumps({'sr_uuid': driver.sr_uuid, 'config': driver.config,
+    request = json.dumps({'sr_uuid': ctx.sr_uuid, 'config': ctx.config,
                           'names': sorted(names)})
     why = ''
     for attempt in range(TRIES):
@@ -64,9 +65,9 @@ def read_images(driver, names):
         else:
             why = ('killed by signal %d' % -proc.returncode if proc.returncode < 0
                    else 'exit status %d' % proc.returncode)
-        driver.ctx.log.error('reading the images the index does not know: the helper '
-                             'process ended with %s (attempt %d of %d)'
-                             % (why, attempt + 1, TRIES))
+        ctx.log.error('reading the images the index does not know: the helper '
+                      'process ended with %s (attempt %d of %d)'
+                      % (why, attempt + 1, TRIES))
     raise SRError('SRScan', 'reading %d image(s) the index does not know failed %d times '
                   '(%s); nothing was changed, scan again' % (len(names), TRIES, why))
 
@@ -98,7 +99,7 @@ def main():
         images = {}
         for name in request['names']:
             crash.point('rbd.inspect.image')
-            found = driver._read_image(name)
+            found = driver.scanner.read_image(name)
             if isinstance(found, tuple):
                 restored, needed, age = found
                 found = {'needed': needed, 'age': age,

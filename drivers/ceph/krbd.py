@@ -21,7 +21,7 @@ import os
 import time
 
 from framework.errors import SRError
-from drivers.ceph import helper_files
+from drivers.ceph import credentials
 from drivers.files.fusedev import run
 
 SYSFS = '/sys/bus/rbd'
@@ -73,7 +73,7 @@ def monitors(rados):
 def map_image(rados, config, pool, namespace, image, snap, writable, token):
     """Map ``pool/namespace/image[@snap]``; the record of the new device."""
     _load_module()
-    key = helper_files.secret(config, rados.conf_get)
+    key = credentials.secret(config, rados.conf_get)
     user = config.get('user') or 'admin'
     if not key:
         raise SRError('VDIUnavailable', 'datapath krbd needs the cephx key of client.%s: '

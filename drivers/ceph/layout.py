@@ -47,6 +47,8 @@ LEASE_PREFIX = 'srkit.active.'   # rados object: which host may write a VDI
 IMAGE = 'image'
 SNAP = 'snap'
 
+FEATURES = 1 | 4 | 8 | 16 | 32   # layering | exclusive-lock | object-map | fast-diff | deep-flatten
+
 LEGACY_POOL_PREFIX = 'RBD_XenStorage-'   # RBDSR v1: one pool per SR
 
 
@@ -69,6 +71,13 @@ def clone_snap_name(clone_uuid):
 
 def attach_clone_name(snap_uuid, host_key):
     return '%s%s.%s' % (ATTACH_CLONE_PREFIX, snap_uuid, host_key)
+
+
+def volume(entry, used):
+    """The framework's Volume of ``entry`` (``used``: bytes allocated)."""
+    from framework.driver import Volume
+    return Volume(entry.uuid, entry.size, used, entry.meta,
+                  read_only=entry.kind == SNAP or entry.meta.get('read_only') == 'true')
 
 
 class Entry(object):

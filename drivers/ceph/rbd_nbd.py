@@ -16,7 +16,7 @@ import signal
 import time
 
 from framework.errors import SRError
-from drivers.ceph import helper_files
+from drivers.ceph import credentials
 from drivers.files.fusedev import alive as pid_alive, run, which
 
 TOKEN_ENV = 'SRKIT_DATAPATH'
@@ -41,14 +41,14 @@ def map_image(state_dir, config, pool, namespace, image, snap, writable, token):
     if not binary:
         raise SRError('VDIUnavailable', 'datapath nbd needs the rbd-nbd program: %s'
                       % PACKAGE_HINT)
-    conf, ceph_args = helper_files.client_files(state_dir, config)
+    conf, ceph_args = credentials.client_files(state_dir, config)
     spec = spec_of(pool, namespace, image, snap)
     args = [binary, 'map', '-c', conf]
     if not writable:
         args.append('--read-only')
     env = dict(os.environ)
     env['CEPH_ARGS'] = '%s %s --log_file=%s' % (
-        ceph_args, helper_files.admin_socket_arg(state_dir, image),
+        ceph_args, credentials.admin_socket_arg(state_dir, image),
         os.path.join(state_dir, 'rbd-nbd.%s.log' % image))
     env[TOKEN_ENV] = token
     device = run(args + [spec], env=env, timeout=MAP_TIMEOUT).splitlines()[-1:]

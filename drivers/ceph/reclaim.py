@@ -41,75 +41,73 @@ def user_snaps(img):
     return [s for s in img.list_snaps() if s.get('namespace', 0) != TRASH_NAMESPACE]
 
 
-class ReclaimMixin(object):
-    def _finish_delete(self, intent):
+class Reclaim(object):
+    """Deleting and collecting images (``ctx``: SRContext; ``index``: Index;
+    ``images``: Images; ``watchers``: Watchers, to evict a dead process's watch
+    before a remove). Public: ``finish_delete(intent)``, ``gc_image(name, ignore)``,
+    ``remove_image(name, ignore)``, ``drop_snap_if_unused(img, image, snap, ignore)``,
+    ``finish_trashed_snaps(img, image)``, ``purge_image(name)``."""
+
+    def __init__(self, ctx, index, images, watchers):
+        self.ctx = ctx
+        self.index = index
+        self.images = images
+        self.watchers = watchers
+
+    def finish_delete(self, intent):
         """Steps 2-5 of a delete; safe to repeat."""
         rbd = rbd_module()
         uuid, image, snap = intent['uuid'], intent['image'], intent.get('snap') or ''
         keep = None
         try:
-            with self._image(image) as img:
+            with self.images.open(image) as img:
                 try:
                     img.metadata_remove(L.META_VDI_PREFIX + uuid)
                 except KeyError:
                     pass
                 crash.point('rbd.destroy.after-meta')
-                self._index_set(remove=(L.VDI_PREFIX + uuid, L.USED_PREFIX + uuid))
+                self.index.update(remove=(L.VDI_PREFIX + uuid, L.USED_PREFIX + uuid))
                 crash.point('rbd.destroy.after-index')
-                self._finish_trashed_snaps(img, image)
+                self.finish_trashed_snaps(img, image)
                 if snap:
-                    self._drop_snap_if_unused(img, image, snap, ignore=uuid)
+                    self.drop_snap_if_unused(img, image, snap, ignore=uuid)
                 else:
                     for s in user_snaps(img):
                         if s['name'].startswith(L.CLONE_SNAP_PREFIX):
-                            self._drop_snap_if_unused(img, image, s['name'], ignore=uuid)
+                            self.drop_snap_if_unused(img, image, s['name'], ignore=uuid)
                     keep = [s['name'] for s in img.list_snaps()]
                     if keep:
-                        self._index_set({L.RETAINED_PREFIX + image: ''})
+                        self.index.update({L.RETAINED_PREFIX + image: ''})
                         self.ctx.log.info('VDI %s deleted; image retained for %d dependant '
                                           'snapshot(s)' % (uuid, len(keep)))
         except SRError as e:
             if e.name != 'VDIMissing':
                 raise
-            self._index_set(remove=(L.VDI_PREFIX + uuid, L.USED_PREFIX + uuid))
+            self.index.update(remove=(L.VDI_PREFIX + uuid, L.USED_PREFIX + uuid))
             if not snap:
                 keep = []   # a half-removed image is finished below
         except rbd.ImageNotFound:
             pass
         if snap:
-            self._gc_image(image, ignore=uuid)
+            self.gc_image(image, ignore=uuid)
         elif keep == []:
-            self._remove_image(image, ignore=uuid)
+            self.remove_image(image, ignore=uuid)
         crash.point('rbd.destroy.after-reclaim')
-        self._index_set(remove=(L.PENDING_PREFIX + uuid,))
+        self.index.update(remove=(L.PENDING_PREFIX + uuid,))
 
-    def _in_flight(self, uuid, ignore=None):
-        """A live command (an intent not ours to recover) is building VDI ``uuid``."""
-        if not uuid or uuid == ignore:
-            return False
-        text = self._omap([L.PENDING_PREFIX + uuid]).get(L.PENDING_PREFIX + uuid)
-        if text is None:
-            return False
-        import json
-        try:
-            return not self._recoverable(json.loads(text))
-        except ValueError:
-            return False
-
-    def _drop_snap_if_unused(self, img, image, snap, ignore=None):
+    def drop_snap_if_unused(self, img, image, snap, ignore=None):
         """Remove a snapshot nobody needs: not a VDI, no clone children, not being
         made by a command in flight."""
-        rbd = rbd_module()
         try:
             img.metadata_get(L.META_VDI_PREFIX + snap)
             return False  # still a VDI
         except KeyError:
             pass
         owner = snap[len(L.CLONE_SNAP_PREFIX):] if snap.startswith(L.CLONE_SNAP_PREFIX) else snap
-        if self._in_flight(owner, ignore):
+        if self.index.in_flight(owner, ignore):
             return False
         try:
-            with self._image(image, read_only=True, snapshot=snap) as s:
+            with self.images.open(image, read_only=True, snapshot=snap) as s:
                 if list(s.list_children2()):
                     return False
         except SRError as e:
@@ -125,7 +123,7 @@ class ReclaimMixin(object):
         crash.point('rbd.reclaim.after-snap-remove')
         return True
 
-    def _finish_trashed_snaps(self, img, image):
+    def finish_trashed_snaps(self, img, image):
         """Finish the snapshot removals librbd began on ``img`` and a kill cut short
         (see the module doc); a snapshot that still has a (v2) clone stays."""
         rbd = rbd_module()
@@ -143,17 +141,17 @@ class ReclaimMixin(object):
                 self.ctx.log.error('image %s: snapshot %s (id %s) stays in librbd\'s trash: '
                                    '%s' % (image, original, s['id'], e))
 
-    def _remove_image(self, name, ignore=None):
+    def remove_image(self, name, ignore=None):
         """Remove an image, then collect what it hung from (``ignore``: the intent of
-        the command doing this, see ``_in_flight``)."""
+        the command doing this, see ``Index.in_flight``)."""
         rbd = rbd_module()
         parent = None
         try:
-            with self._image(name, read_only=True) as img:
+            with self.images.open(name, read_only=True) as img:
                 try:
                     spec = img.get_parent_image_spec()
-                    if spec.get('pool_name') == self.pool and \
-                            spec.get('pool_namespace', '') == self.namespace:
+                    if spec.get('pool_name') == self.ctx.pool and \
+                            spec.get('pool_namespace', '') == self.ctx.namespace:
                         parent = spec['image_name']
                 except rbd.ImageNotFound:
                     pass
@@ -162,44 +160,44 @@ class ReclaimMixin(object):
             # listed but unopenable: what a remove or create killed inside librbd leaves;
             # librbd's remove finishes it
             try:
-                rbd.RBD().remove(self.io, name)
+                rbd.RBD().remove(self.ctx.io, name)
             except rbd.Error:
                 pass
-            self._index_set(remove=(L.RETAINED_PREFIX + name,))
+            self.index.update(remove=(L.RETAINED_PREFIX + name,))
             return
         if watched:
             # librbd's remove waits for a dead lock owner's watch to time out
-            self._evict_dead_watchers(name)
+            self.watchers.evict_dead(name)
         for attempt in range(REMOVE_TRIES):
             try:
-                rbd.RBD().remove(self.io, name)
+                rbd.RBD().remove(self.ctx.io, name)
                 break
             except rbd.ImageNotFound:
                 break
             except rbd.ImageBusy:
                 # a watcher that just closed is still registered for a moment;
                 # one of a killed driver process of this host is evicted
-                self._evict_dead_watchers(name)
+                self.watchers.evict_dead(name)
                 if attempt == REMOVE_TRIES - 1:
                     raise SRError('VDIInUse', 'image %s is still open somewhere' % name)
                 time.sleep(0.25)
-        self._index_set(remove=(L.RETAINED_PREFIX + name,))
+        self.index.update(remove=(L.RETAINED_PREFIX + name,))
         try:
-            self.io.remove_object(L.LEASE_PREFIX + name)
+            self.ctx.io.remove_object(L.LEASE_PREFIX + name)
         except Exception:
             pass
         if parent:
-            self._gc_image(parent, ignore)
+            self.gc_image(parent, ignore)
 
-    def _gc_image(self, name, ignore=None):
+    def gc_image(self, name, ignore=None):
         """Drop unused snapshots of ``name``; remove it when it holds no VDI of its
         own (the key ``srkit.vdi.<name>``) and nothing depends on it any more."""
         rbd = rbd_module()
         try:
-            with self._image(name) as img:
-                self._finish_trashed_snaps(img, name)
+            with self.images.open(name) as img:
+                self.finish_trashed_snaps(img, name)
                 for snap in user_snaps(img):
-                    self._drop_snap_if_unused(img, name, snap['name'], ignore)
+                    self.drop_snap_if_unused(img, name, snap['name'], ignore)
                 md = dict(img.metadata_list())
                 if L.META_VDI_PREFIX + name in md or list(img.list_snaps()):
                     return
@@ -208,26 +206,26 @@ class ReclaimMixin(object):
         except rbd.Error as e:
             self.ctx.log.error('gc of %s: %s' % (name, e))
             return
-        if self._in_flight(name, ignore):
+        if self.index.in_flight(name, ignore):
             return
         self.ctx.log.info('removing image %s: it holds no VDI and nothing depends on it'
                           % name)
-        self._remove_image(name, ignore)
+        self.remove_image(name, ignore)
 
-    def _purge_image(self, name):
+    def purge_image(self, name):
         """Remove an image and all its snapshots (sr_delete of an SR without VDIs)."""
         rbd = rbd_module()
         try:
-            with self._image(name) as img:
-                self._finish_trashed_snaps(img, name)
+            with self.images.open(name) as img:
+                self.finish_trashed_snaps(img, name)
                 for snap in user_snaps(img):
-                    with self._image(name, read_only=True, snapshot=snap['name']) as s:
+                    with self.images.open(name, read_only=True, snapshot=snap['name']) as s:
                         if list(s.list_children2()):
                             continue  # goes when its children go (next round)
                     if img.is_protected_snap(snap['name']):
                         img.unprotect_snap(snap['name'])
                     img.remove_snap(snap['name'])
-            rbd.RBD().remove(self.io, name)
+            rbd.RBD().remove(self.ctx.io, name)
         except (rbd.ImageBusy, rbd.ImageHasSnapshots):
             pass
         except SRError:

@@ -289,7 +289,7 @@ def test_a_missing_rbd_nbd_is_named_with_its_package(monkeypatch):
 def test_krbd_gets_key_and_monitors_from_any_device_config(ceph_env, creds):
     """What krbd hands the kernel, from each way device-config can name the cluster
     (the mapping itself runs in the guest: tests/hostpath)."""
-    from drivers.ceph import helper_files, krbd
+    from drivers.ceph import credentials, krbd
     from drivers.ceph.connection import Cluster
     dc = {"user": ceph_env["SRKIT_CEPH_USER"]}
     if creds == "key":
@@ -302,7 +302,7 @@ def test_krbd_gets_key_and_monitors_from_any_device_config(ceph_env, creds):
         dc.update(conf=ceph_env["SRKIT_CEPH_CONF"])
     c = Cluster(dc)
     try:
-        assert helper_files.secret(dc, c.rados.conf_get) == ceph_env["SRKIT_CEPH_KEY"]
+        assert credentials.secret(dc, c.rados.conf_get) == ceph_env["SRKIT_CEPH_KEY"]
         addrs, mode = krbd.monitors(c.rados)
     finally:
         c.close()
@@ -316,7 +316,7 @@ def test_only_this_hosts_new_clients_are_taken_for_the_datapath_daemons(tmp_path
     """A watcher that appeared during the attach but comes from another address (a
     command of another host on the same image) must never be recorded as the daemon's:
     once the daemon is gone, its record would have that live client blocklisted."""
-    from drivers.ceph.lease import LeaseMixin, _ip_of
+    from drivers.ceph.watchers import Watchers, _ip_of
 
     class Rados(object):
         def get_addrs(self):
@@ -325,12 +325,13 @@ def test_only_this_hosts_new_clients_are_taken_for_the_datapath_daemons(tmp_path
     class Cluster(object):
         rados = Rados()
 
-    class Driver(LeaseMixin):
+    class Site(object):   # what Watchers uses of an SRContext
         cluster = Cluster()
-        ctx = driver_context(str(tmp_path))
+        state_dir = str(tmp_path)
+        log = driver_context(str(tmp_path)).log
 
     assert _ip_of("10.0.0.5:0/2396538328") == "10.0.0.5"
-    Driver()._register_datapath_clients(os.getpid(), "v", [
+    Watchers(Site()).register_datapath(os.getpid(), "v", [
         {"id": 7, "addr": "10.0.0.5:0/42"}, {"id": 8, "addr": "10.0.0.9:0/43"}])
     recorded = sorted(os.listdir(str(tmp_path / "clients")))
     assert recorded == ["7.json"]

@@ -85,5 +85,5 @@ def test_index_larger_than_one_osd_reply_is_read_whole(pool, sr, device_config, 
         sr.io.set_omap(op, keys, tuple(b"0" for _ in keys))
         sr.io.operate_write_op(op, "srkit.sr")
     d = RBDDriver(sr.uuid, dict(device_config), driver_context(tmp_path))
-    assert len(d._omap()) >= 1500 + 4
+    assert len(d.index.read()) >= 1500 + 4
     assert sr.uuid_of(v) in d.list()

@@ -1,6 +1,8 @@
-"""Credentials for the datapath: the files a helper daemon (rbd-fuse, rbd-nbd) reads
-them from, in the SR's per-host state dir (never a key on a command line; removed at
-sr_detach and sr_delete), and the key itself for krbd, which cannot read a keyring."""
+"""Credentials and settings for the datapath's helper processes: the ceph.conf and
+keyring files a helper daemon (rbd-fuse, rbd-nbd) reads them from, in the SR's
+per-host state dir (never a key on a command line; removed at sr_detach and
+sr_delete), its CEPH_ARGS and admin socket, and the key itself for krbd, which
+cannot read a keyring."""
 
 import os
 
