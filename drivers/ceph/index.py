@@ -7,7 +7,7 @@ and one *intent* per mutating command in flight (``pending.<uuid>``).
 An intent is written before a command's first backend step and removed with
 its last one. It names the command, the image (and snapshot) it works on and
 who runs it: boot id, pid and process start time, so the SR master can tell a
-dead command of its own host (roll it forward or back now, see scan.py) from a
+dead command of its own host (roll it forward or back now, see recovery.py) from a
 live one on another host (left alone for ``gc_grace`` seconds).
 
 ``Index`` is the one object that reads and writes them; ``process_record`` and
