@@ -29,8 +29,8 @@ CLOSING_WAIT = 40             # seconds to wait out a detached datapath daemon o
 class Watchers(object):
     """The client records of this host (``ctx``: SRContext; needs its cluster,
     state_dir and log). Public: ``register_self()``,
-    ``register_datapath(pid, vdi, clients)``, ``dead(watcher_id)``, ``prune()``,
-    ``evict_dead(name)``, ``refuse_if_open(name, what)``."""
+    ``register_datapath(pid, vdi, clients)``, ``note_open(name)``, ``dead(watcher_id)``,
+    ``prune()``, ``evict_dead(name)``, ``refuse_if_open(name, what)``."""
 
     def __init__(self, ctx):
         self.ctx = ctx
@@ -97,8 +97,32 @@ class Watchers(object):
             return None
         return path if is_dead(record) else None
 
+    def note_open(self, name):
+        """Add image ``name`` to this process's record before a read-write open: if
+        the process is killed before it closes the image, ``prune`` knows where its
+        watch is."""
+        import json
+        path = os.path.join(self._dir(), '%d.json' % self.ctx.cluster.rados.get_instance_id())
+        try:
+            with open(path) as f:
+                record = json.load(f)
+            if name in record.get('images', ()):
+                return
+            record['images'] = record.get('images', []) + [name]
+            with open(path + '.tmp', 'w') as f:
+                json.dump(record, f)
+            os.rename(path + '.tmp', path)
+        except (IOError, OSError, ValueError) as e:
+            self.ctx.log.error('recording image %s in %s: %s' % (name, path, e))
+
     def prune(self):
-        """Forget the records of dead clients old enough that their watches are gone."""
+        """The scan's sweep of this host's client records. A process killed after its
+        command cleared its intent but before it closed an image leaves a watch no
+        recovery step looks at, which the OSD drops only ~30 s later: the images its
+        record names are checked now and its watch blocklisted (``evict_dead``), so
+        a scan leaves nothing of a killed command behind. The records of other dead
+        clients go once their watches have timed out."""
+        import json
         now = time.time()
         try:
             names = os.listdir(self._dir())
@@ -107,11 +131,22 @@ class Watchers(object):
         for name in names:
             path = os.path.join(self._dir(), name)
             try:
-                if name.endswith('.json') and now - os.path.getmtime(path) > RECORD_TTL \
-                        and self.dead(name[:-5]):
+                if not name.endswith('.json'):
+                    continue
+                with open(path) as f:
+                    record = json.load(f)
+                if not is_dead(record):
+                    continue
+                young = now - os.path.getmtime(path) <= RECORD_TTL
+                for image in record.get('images', ()) if young else ():
+                    self.evict_dead(image)
+                if not young or record.get('images'):
+                    # its watches are gone or blocklisted: nothing left to recognise
                     os.unlink(path)
             except (OSError, ValueError):
                 pass
+            except SRError as e:   # the record stays: the next scan tries again
+                self.ctx.log.error('client record %s: %s' % (name, e.message))
 
     def evict_dead(self, name):
         """Blocklist the clients of dead driver processes of this host that still
@@ -189,6 +224,7 @@ class Images(object):
         evicts the watch of a killed driver process."""
         if not read_only:
             self.watchers.register_self()
+            self.watchers.note_open(name)
         img = self.ctx.open_image(name, read_only=read_only, snapshot=snapshot)
         if not read_only:
             try:
