@@ -72,7 +72,7 @@ class Host(object):
         return list(found.items())[0]
 
     def job(self, sr_ref, **fields):
-        """The runner's job for SR ``sr_ref`` as this host's PBD sees it."""
+        """The transfer job for SR ``sr_ref`` as this host's PBD sees it."""
         sr = self.api.SR.get_record(sr_ref)
         pbds = self.api.PBD.get_all_records_where('field "SR" = "%s" and field "host" = "%s"'
                                                   % (sr_ref, self.host))
@@ -102,7 +102,7 @@ class Host(object):
 
 
 def run(command, args, log, status=None, session=None):
-    from framework.export import runner
+    from framework.export import transfer
     host = Host(session)
     created = []
     try:
@@ -123,12 +123,12 @@ def run(command, args, log, status=None, session=None):
                     raise SRError('BadRequest', 'base %s is not in the SR of %s'
                                   % (args['base'], args['uuid']))
                 fields.update(base_uuid=base['uuid'], base_location=base['location'])
-            return runner.run(host.job(vdi['SR'], **fields), log, status=status)
+            return transfer.run(host.job(vdi['SR'], **fields), log, status=status)
         if command != 'vdi-import':
             raise SRError('BadRequest', 'unknown command %r\n%s' % (command, USAGE))
         if args.get('uuid'):
             _, vdi = host.vdi(args['uuid'])
-            return runner.run(host.job(vdi['SR'], op='import', vdi_uuid=vdi['uuid'],
+            return transfer.run(host.job(vdi['SR'], op='import', vdi_uuid=vdi['uuid'],
                                        vdi_location=vdi['location'], filename=filename,
                                        format=args.get('format', '')), log, status=status)
         sr_ref = host.api.SR.get_by_uuid(args['sr-uuid'])
@@ -138,7 +138,7 @@ def run(command, args, log, status=None, session=None):
                                                   args.get('name-label', 'imported'))
             created.append(ref)
             return uuid, location
-        return runner.run(host.job(sr_ref, op='import', filename=filename, create=True,
+        return transfer.run(host.job(sr_ref, op='import', filename=filename, create=True,
                                    format=args.get('format', '')), log, creator, status=status)
     except BaseException:
         for ref in created:   # an import that created its VDI removes it on failure
@@ -153,7 +153,7 @@ def run(command, args, log, status=None, session=None):
 
 def main(argv=None):
     from framework.log import Log
-    from framework.export.runner import report_failure
+    from framework.export.transfer import report_failure
     argv = sys.argv[1:] if argv is None else argv
     if not argv or set(argv[:2]) & {'-h', '--help', 'help'}:
         sys.stdout.write(USAGE + '\n')

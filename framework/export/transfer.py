@@ -1,5 +1,5 @@
-"""Run one export or import described by a job (``framework.export.host`` builds
-it from what xapi says about the SR and VDI)::
+"""One transfer: the export or import of one VDI, described by a job
+(``framework.export.host`` builds it from what xapi says about the SR and VDI)::
 
     {"sr_type", "sr_uuid", "sr_ref", "device_config" (the PBD's, with SRmaster),
      "host_ref", "session_ref", "vdi_uuid", "vdi_location", ...}
