@@ -6,7 +6,7 @@ key for the backend object), never by guessing from the VDI uuid.
 
 This module holds the SR and VDI lifecycle commands, the dispatch and the
 Invocation; sr_scan is in framework.scan, the datapath in framework.datapath,
-request values in framework.values, per-host markers in framework.markers.
+a request's fields in framework.request_fields, per-host markers in framework.markers.
 """
 
 import os
@@ -23,9 +23,10 @@ from framework.scan import reconcile, sr_scan, update_sr_sizes  # noqa: F401 (re
 from framework.datapath import (  # noqa: F401 (handlers)
     vdi_activate, vdi_attach, vdi_attach_from_config, vdi_deactivate, vdi_detach,
     vdi_detach_from_config, vdi_epoch_begin, vdi_epoch_end, vdi_generate_config)
-from framework.values import (  # noqa: F401 (new_uuid is re-exported)
+from framework.new_values import new_uuid, now
+from framework.request_fields import (
     check_location, check_uuid, check_vdi_size, check_xml_text, flag, is_location,
-    new_uuid, now, parse_size, require, vdi_info, volume_at)
+    parse_size)
 
 MASTER_ONLY = ('sr_scan', 'vdi_create', 'vdi_delete', 'vdi_snapshot', 'vdi_clone',
                'vdi_resize', 'vdi_compose', 'vdi_enable_cbt', 'vdi_disable_cbt',
@@ -94,7 +95,7 @@ def sr_update(inv):
 
 
 def sr_probe(inv):
-    require(inv, 'probe')
+    inv.require('probe')
     found = inv.driver.probe()
     lines = ['<?xml version="1.0" ?>', '<SRlist>']
     for sr in found:
@@ -133,7 +134,11 @@ def vdi_create(inv):
         volume = inv.driver.create(uuid, size, record)
         crash.point('fw.vdi_create.before-introduce')
         _introduce_or_undo(inv, volume, record)
-    return vdi_info(uuid, uuid)
+    return _vdi_info(uuid, uuid)
+
+
+def _vdi_info(uuid, location):
+    return {'uuid': uuid, 'location': location}
 
 
 def _introduce_or_undo(inv, volume, record, snapshot_of_ref='OpaqueRef:NULL'):
@@ -161,7 +166,7 @@ def vdi_introduce(inv):
             parent_ref = dict((rec['uuid'], ref) for ref, rec in
                               inv.xapi.vdi_records().items()).get(parent, parent_ref)
         inv.xapi.introduce(volume, volume.meta, parent_ref, uuid=uuid)
-    return vdi_info(uuid, location)
+    return _vdi_info(uuid, location)
 
 
 def vdi_delete(inv):
@@ -179,7 +184,7 @@ def vdi_delete(inv):
 
 def vdi_update(inv):
     with vdi_lock(inv.vdi_uuid):
-        volume = volume_at(inv)
+        volume = inv.volume_at()
         record = inv.xapi.vdi_record(inv.request.get('vdi_ref'))
         check_xml_text(record.get('name_label', ''), record.get('name_description', ''))
         parent = record.get('snapshot_of') or ''
@@ -194,9 +199,9 @@ def vdi_update(inv):
 
 
 def _copy(inv, primitive, make_meta):
-    require(inv, primitive)
+    inv.require(primitive)
     with sr_lock(inv.sr_uuid), vdi_lock(inv.vdi_uuid):
-        source = volume_at(inv)
+        source = inv.volume_at()
         cbt.refuse_destroyed(source, inv.command)
         uuid = new_uuid()
         record = make_meta(source.meta)
@@ -205,7 +210,7 @@ def _copy(inv, primitive, make_meta):
             else 'OpaqueRef:NULL'
         crash.point('fw.%s.before-introduce' % inv.command)
         _introduce_or_undo(inv, volume, record, parent_ref)
-    return vdi_info(uuid, uuid)
+    return _vdi_info(uuid, uuid)
 
 
 def vdi_snapshot(inv):
@@ -221,12 +226,12 @@ def vdi_clone(inv):
 
 
 def vdi_resize(inv):
-    require(inv, 'resize')
+    inv.require('resize')
     cls = inv.driver_cls
     size = check_vdi_size(cls, parse_size(inv.request.args[0] if inv.request.args else None))
     location = inv.request.get('vdi_location')
     with sr_lock(inv.sr_uuid), vdi_lock(inv.vdi_uuid):
-        volume = volume_at(inv)
+        volume = inv.volume_at()
         if size < volume.virtual_size:
             raise SRError('VDISize', 'shrinking VDI %s from %d to %d bytes would lose data; '
                           'only growing is supported' % (inv.vdi_uuid, volume.virtual_size, size))
@@ -240,26 +245,26 @@ def vdi_resize(inv):
             volume = inv.driver.get(location) or volume
         crash.point('fw.vdi_resize.before-set-sizes')
         inv.xapi.set_vdi_sizes(inv.request.get('vdi_ref'), volume)
-    return vdi_info(inv.vdi_uuid, location)
+    return _vdi_info(inv.vdi_uuid, location)
 
 
 def vdi_revert(inv):
-    require(inv, 'revert')
+    inv.require('revert')
     args = inv.request.args
     if not args:
         raise SRError('BadRequest', 'vdi_revert needs the VDI to revert as its argument')
     target_ref = args[0]
     target = inv.xapi.vdi_record(target_ref)
     with sr_lock(inv.sr_uuid), vdi_lock(target['uuid']):
-        snapshot = volume_at(inv)
+        snapshot = inv.volume_at()
         cbt.refuse_destroyed(snapshot, 'vdi_revert')
-        if volume_at(inv, target['location']) is None:
+        if inv.volume_at(target['location']) is None:
             raise SRError('VDIMissing', target['location'])
         if attached_here(inv, target['location']):
             raise SRError('VDIInUse', 'VDI %s is attached on this host' % target['uuid'])
         inv.driver.revert(target['location'], snapshot.uuid)
         crash.point('fw.vdi_revert.before-set-sizes')
-        inv.xapi.set_vdi_sizes(target_ref, volume_at(inv, target['location']))
+        inv.xapi.set_vdi_sizes(target_ref, inv.volume_at(target['location']))
 
 
 def _unimplemented(inv):
@@ -318,6 +323,22 @@ class Invocation(object):
         if self._driver is None:
             self._driver = self._make_driver()
         return self._driver
+
+    def require(self, primitive):
+        """Unimplemented (38) unless this SR type's driver has ``primitive``."""
+        if not contract.implements(self.driver_cls, primitive):
+            raise SRError('Unimplemented', '%s SRs do not support %s'
+                          % (self.driver_cls.name, self.command))
+
+    def volume_at(self, location=None):
+        """The driver's volume at ``location`` (default: the request's vdi_location);
+        VDIMissing (144) if there is none."""
+        location = check_location(location or self.request.get('vdi_location'))
+        volume = self.driver.get(location)
+        if volume is None:
+            raise SRError('VDIMissing', 'no VDI at location %s in SR %s'
+                          % (location, self.sr_uuid))
+        return volume
 
     def _make_driver(self):
         dc = self.request.device_config

@@ -64,7 +64,7 @@ class Host(object):
 
     def vdi(self, uuid):
         """(ref, record) of VDI ``uuid``, in one call."""
-        from framework.values import check_uuid
+        from framework.request_fields import check_uuid
         found = self.api.VDI.get_all_records_where('field "uuid" = "%s"'
                                                    % check_uuid(uuid, 'VDI uuid'))
         if not found:
