@@ -18,7 +18,7 @@ from framework import driver as contract
 from framework.errors import SRError
 from framework.locks import sr_lock, vdi_lock
 from framework.markers import Marker, attached_here
-from framework.options import configuration, is_sensitive, validate
+from framework.options import configuration, is_sensitive, is_sr_master, validate
 from framework.scan import reconcile, sr_scan, update_sr_sizes  # noqa: F401 (re-exported)
 from framework.datapath import (  # noqa: F401 (handlers)
     vdi_activate, vdi_attach, vdi_attach_from_config, vdi_deactivate, vdi_detach,
@@ -358,7 +358,7 @@ class Invocation(object):
         host_ref = self.request.get('host_ref')
         lookup = (lambda: self.xapi.host_uuid(host_ref)) if self.xapi.available and host_ref \
             else None
-        ctx = contract.Context(self.state_dir, self.log, dc.get('SRmaster') == 'true', lookup)
+        ctx = contract.Context(self.state_dir, self.log, is_sr_master(dc), lookup)
         return self.driver_cls(self.sr_uuid, config, ctx)
 
 
@@ -378,7 +378,7 @@ def dispatch(request, driver_cls, log):
     if command.startswith('vdi_') and command not in ('vdi_create', 'vdi_introduce') \
             and handler is not _unimplemented and not request.get('vdi_uuid'):
         raise SRError('BadRequest', '%s needs vdi_uuid' % command)
-    if command in MASTER_ONLY and request.device_config.get('SRmaster') != 'true':
+    if command in MASTER_ONLY and not is_sr_master(request.device_config):
         raise SRError('SMGeneral', '%s runs only on the SR master' % command)
     if command not in NO_SESSION and handler is not _unimplemented:
         if not request.get('session_ref'):

@@ -81,11 +81,10 @@ class Host(object):
         pbd = list(pbds.values())[0]
         if not pbd.get('currently_attached'):
             raise SRError('SRUnavailable', 'SR %s is not plugged on this host' % sr['uuid'])
-        dc = dict(pbd['device_config'])
-        if 'SRmaster' not in dc:   # as xapi adds it to every SM call
-            master = self.host if not sr['shared'] else \
-                list(self.api.pool.get_all_records().values())[0]['master']
-            dc['SRmaster'] = 'true' if master == self.host else 'false'
+        from framework.options import device_config_of_call, sr_master_host
+        pool_master = list(self.api.pool.get_all_records().values())[0]['master']
+        dc = device_config_of_call(pbd['device_config'], self.host == sr_master_host(
+            sr['shared'], pool_master, pbd['host']))
         job = {'sr_type': sr['type'], 'sr_uuid': sr['uuid'], 'sr_ref': sr_ref,
                'device_config': dc, 'host_ref': self.host, 'session_ref': self.ref}
         job.update(fields)
