@@ -5,7 +5,7 @@ Layout of one SR directory:
     <uuid>.raw    the VDI's bytes, a sparse file named by the VDI uuid
     its record    the framework metadata; its presence is what makes the VDI exist
                   (the commit point). Where it lives is the driver's choice
-                  (``drivers.files.meta``): ``<uuid>.json`` written whole and renamed
+                  (``framework.files.meta``): ``<uuid>.json`` written whole and renamed
                   into place (``local``), or the ``user.srkit.meta`` xattr of the
                   ``.raw`` itself (``gluster``)
     anything else of ours (``<uuid>.json.tmp``, ``<uuid>.raw.revert``, ``.probe-*``,
@@ -27,7 +27,7 @@ import time
 from framework import crash, sparse
 from framework.driver import Volume
 from framework.errors import SRError
-from drivers.files.meta import META, TMP, SidecarMeta, fsync_dir as _fsync_dir
+from framework.files.meta import META, TMP, SidecarMeta, fsync_dir as _fsync_dir
 
 MARKER = '.srkit-sr'
 RAW = '.raw'
@@ -51,7 +51,7 @@ class FileStore(object):
     """The VDI files of one SR directory. ``owner`` prefixes crash-point names
     (the SR type, e.g. 'local'); ``keep_prefixes`` starts the names of the driver's
     own per-VDI files (leases), removed with the SR; ``meta``
-    is where records live (``drivers.files.meta``; default: sidecar ``.json``);
+    is where records live (``framework.files.meta``; default: sidecar ``.json``);
     ``copier(src_path, fd, dst_path)`` fills a new file with a copy of another and
     returns how (default ``framework.sparse.clone_into``: reflink, copy_file_range,
     or a sparse read/write copy)."""
