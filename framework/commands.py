@@ -4,29 +4,31 @@ Each handler takes an ``Invocation`` and returns the reply value (None for
 xapi's unit commands). Handlers address volumes by ``vdi_location`` (xapi's
 key for the backend object), never by guessing from the VDI uuid.
 
-This module holds the SR and VDI lifecycle commands, the dispatch and the
-Invocation; sr_scan is in framework.scan, the datapath in framework.datapath,
-a request's fields in framework.request_fields, per-host markers in framework.markers.
+This module holds the SR and VDI lifecycle commands and the dispatch; the command
+being served is a framework.invocation.Invocation; sr_scan is in framework.scan, the
+datapath in framework.datapath (both imported only when one of their commands comes),
+CBT in framework.cbt, a request's fields in framework.request_fields, per-host markers
+in framework.markers.
 """
-
-import os
 
 from framework import cbt
 from framework import crash
 from framework import meta as m
 from framework import driver as contract
 from framework.errors import SRError
+from framework.invocation import Invocation
 from framework.locks import sr_lock, vdi_lock
 from framework.markers import Marker, attached_here
-from framework.options import configuration, is_sensitive, is_sr_master, validate
-from framework.scan import reconcile, sr_scan, update_sr_sizes  # noqa: F401 (re-exported)
-from framework.datapath import (  # noqa: F401 (handlers)
-    vdi_activate, vdi_attach, vdi_attach_from_config, vdi_deactivate, vdi_detach,
-    vdi_detach_from_config, vdi_epoch_begin, vdi_epoch_end, vdi_generate_config)
+from framework.options import configuration, is_sr_master
 from framework.new_values import new_uuid, now
 from framework.request_fields import (
     check_location, check_uuid, check_vdi_size, check_xml_text, flag, is_location,
     parse_size)
+
+# Served by framework.datapath: xapi's plug and unplug of a VDI on one host.
+DATAPATH = ('vdi_attach', 'vdi_detach', 'vdi_activate', 'vdi_deactivate', 'vdi_epoch_begin',
+            'vdi_epoch_end', 'vdi_generate_config', 'vdi_attach_from_config',
+            'vdi_detach_from_config')
 
 MASTER_ONLY = ('sr_scan', 'vdi_create', 'vdi_delete', 'vdi_snapshot', 'vdi_clone',
                'vdi_resize', 'vdi_compose', 'vdi_enable_cbt', 'vdi_disable_cbt',
@@ -35,12 +37,6 @@ MASTER_ONLY = ('sr_scan', 'vdi_create', 'vdi_delete', 'vdi_snapshot', 'vdi_clone
 # Known to SMAPIv1 but not offered by srkit drivers: answered with Unimplemented (38).
 # The CBT commands (framework.cbt) are too, for a driver without its primitives.
 UNIMPLEMENTED = ('sr_content_type', 'vdi_compose', 'vdi_resize_online')
-
-STATE_ROOT = '/run/srkit'
-
-
-def _state_root():
-    return os.environ.get('SRKIT_STATE_DIR') or STATE_ROOT
 
 # --- SR commands -----------------------------------------------------------------
 
@@ -60,6 +56,7 @@ def sr_get_driver_info(inv):
 
 
 def sr_create(inv):
+    from framework.scan import update_sr_sizes
     size = parse_size(inv.request.args[0] if inv.request.args else '0', 'physical size')
     with sr_lock(inv.sr_uuid):
         inv.driver.sr_create(size)
@@ -90,6 +87,7 @@ def sr_detach(inv):
 
 
 def sr_update(inv):
+    from framework.scan import update_sr_sizes
     with sr_lock(inv.sr_uuid):
         update_sr_sizes(inv)
 
@@ -272,94 +270,26 @@ def _unimplemented(inv):
                   % (inv.command, inv.driver_cls.name))
 
 
+def _served_by(module, command):
+    """The handler ``command`` of ``module``, imported when the command comes."""
+    def handler(inv):
+        return getattr(__import__(module, fromlist=[command]), command)(inv)
+    handler.__name__ = command
+    return handler
+
+
 HANDLERS = dict((name, globals()[name]) for name in (
-    'sr_get_driver_info', 'sr_create', 'sr_delete', 'sr_attach', 'sr_detach', 'sr_scan',
+    'sr_get_driver_info', 'sr_create', 'sr_delete', 'sr_attach', 'sr_detach',
     'sr_update', 'sr_probe', 'vdi_create', 'vdi_introduce', 'vdi_delete', 'vdi_update',
-    'vdi_attach', 'vdi_detach', 'vdi_activate', 'vdi_deactivate', 'vdi_epoch_begin',
-    'vdi_epoch_end', 'vdi_snapshot', 'vdi_clone', 'vdi_resize', 'vdi_revert',
-    'vdi_generate_config', 'vdi_attach_from_config', 'vdi_detach_from_config'))
+    'vdi_snapshot', 'vdi_clone', 'vdi_resize', 'vdi_revert'))
+HANDLERS['sr_scan'] = _served_by('framework.scan', 'sr_scan')
+HANDLERS.update((name, _served_by('framework.datapath', name)) for name in DATAPATH)
 HANDLERS.update((name, _unimplemented) for name in UNIMPLEMENTED)
 HANDLERS.update(cbt.HANDLERS)
 
 # Commands that run without a session (xapi gives none) and without an SR.
 NO_SESSION = ('sr_get_driver_info', 'vdi_attach_from_config', 'vdi_detach_from_config')
 NO_SR = ('sr_get_driver_info', 'sr_probe')
-
-
-class Invocation(object):
-    """One command being served: the request plus lazily built driver and xapi."""
-
-    def __init__(self, request, driver_cls, log):
-        self.request = request
-        self.command = request.command
-        self.driver_cls = driver_cls
-        self.log = log
-        self.sr_uuid = request.get('sr_uuid')
-        self.vdi_uuid = request.get('vdi_uuid')
-        self._driver = None
-        self._xapi = None
-        declared = set(o.key for o in driver_cls.options if o.secret)
-        for key, value in request.device_config.items():
-            if is_sensitive(key) or key in declared:
-                log.hide(value)
-
-    @property
-    def xapi(self):
-        if self._xapi is None:
-            from framework.xapi import Xapi
-            self._xapi = Xapi(self.request.get('session_ref'), self.request.get('sr_ref'),
-                              self.request.get('subtask_of'))
-        return self._xapi
-
-    @property
-    def state_dir(self):
-        path = os.path.join(_state_root(), self.sr_uuid or 'probe')
-        if not os.path.isdir(path):
-            os.makedirs(path, 0o700)
-        return path
-
-    @property
-    def driver(self):
-        if self._driver is None:
-            self._driver = self._make_driver()
-        return self._driver
-
-    def require(self, primitive):
-        """Unimplemented (38) unless this SR type's driver has ``primitive``."""
-        if not contract.implements(self.driver_cls, primitive):
-            raise SRError('Unimplemented', '%s SRs do not support %s'
-                          % (self.driver_cls.name, self.command))
-
-    def volume_at(self, location=None):
-        """The driver's volume at ``location`` (default: the request's vdi_location);
-        VDIMissing (144) if there is none."""
-        location = check_location(location or self.request.get('vdi_location'))
-        volume = self.driver.get(location)
-        if volume is None:
-            raise SRError('VDIMissing', 'no VDI at location %s in SR %s'
-                          % (location, self.sr_uuid))
-        return volume
-
-    def _make_driver(self):
-        dc = self.request.device_config
-
-        def resolve(secret_uuid):
-            if not self.xapi.available:
-                raise SRError('SRUnavailable', 'a *_secret device-config key needs xapi, '
-                              'which is not reachable for %s; use a file-based '
-                              'credential for SRs that must attach at boot' % self.command)
-            value = self.xapi.secret(secret_uuid)
-            self.log.hide(value)
-            return value
-        config = validate(self.driver_cls.options, dc, resolve)
-        for opt in self.driver_cls.options:
-            if opt.secret:
-                self.log.hide(config.get(opt.key))
-        host_ref = self.request.get('host_ref')
-        lookup = (lambda: self.xapi.host_uuid(host_ref)) if self.xapi.available and host_ref \
-            else None
-        ctx = contract.Context(self.state_dir, self.log, is_sr_master(dc), lookup)
-        return self.driver_cls(self.sr_uuid, config, ctx)
 
 
 def dispatch(request, driver_cls, log):

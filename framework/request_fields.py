@@ -4,7 +4,7 @@ Sizes, uuids, locations, names, flags. A bad value is the SR fault the command's
 callers expect (79 for sizes, 143 for uuids, 144 for locations). Values a command
 makes itself (a new uuid, the time) are in framework.new_values; the driver's own
 answers (is a primitive there, which volume is at a location) come from the
-Invocation (framework.commands).
+Invocation (framework.invocation).
 """
 
 from framework.errors import SRError

@@ -23,7 +23,7 @@ from framework.errors import SRError
 def _invocation(job, log):
     from framework import registry, wire
     from framework import driver as contract
-    from framework.commands import Invocation
+    from framework.invocation import Invocation
     cls = registry.load(job['sr_type'])
     contract.check(cls)
     params = {'sr_uuid': job['sr_uuid'], 'vdi_uuid': job.get('vdi_uuid', ''),

@@ -24,7 +24,7 @@ import fcntl
 import os
 import time
 
-from framework import crash, sparse
+from framework import crash
 from framework.driver import Volume
 from framework.errors import SRError
 from framework.files.meta import META, TMP, SidecarMeta, fsync_dir as _fsync_dir
@@ -35,6 +35,12 @@ REVERT = '.revert'
 PROBE = '.probe-'
 SCRATCH = (META + TMP, RAW + REVERT)   # <uuid>.json.tmp, <uuid>.raw.revert
 OURS = (RAW, META) + SCRATCH
+
+
+def _sparse_copy(src, fd, dst):
+    # imported here: only copies and extents need it, not the common commands
+    from framework import sparse
+    return sparse.clone_into(src, fd)
 
 
 def _unlink(path):
@@ -62,7 +68,7 @@ class FileStore(object):
         self.log = log
         self.keep_prefixes = tuple(keep_prefixes)
         self.meta = meta or SidecarMeta()
-        self.copier = copier or (lambda src, fd, dst: sparse.clone_into(src, fd))
+        self.copier = copier or _sparse_copy
 
     def _point(self, command, step):
         crash.point('%s.%s.%s' % (self.owner, command, step))
@@ -140,6 +146,7 @@ class FileStore(object):
         return found
 
     def extents(self, uuid):
+        from framework import sparse
         fd = os.open(self.raw(uuid), os.O_RDONLY)
         try:
             return sparse.data_extents(fd)
