@@ -128,8 +128,8 @@ def run(command, args, log, status=None, session=None):
         if args.get('uuid'):
             _, vdi = host.vdi(args['uuid'])
             return transfer.run(host.job(vdi['SR'], op='import', vdi_uuid=vdi['uuid'],
-                                       vdi_location=vdi['location'], filename=filename,
-                                       format=args.get('format', '')), log, status=status)
+                                         vdi_location=vdi['location'], filename=filename,
+                                         format=args.get('format', '')), log, status=status)
         sr_ref = host.api.SR.get_by_uuid(args['sr-uuid'])
 
         def creator(size):
@@ -138,7 +138,8 @@ def run(command, args, log, status=None, session=None):
             created.append(ref)
             return uuid, location
         return transfer.run(host.job(sr_ref, op='import', filename=filename, create=True,
-                                   format=args.get('format', '')), log, creator, status=status)
+                                     format=args.get('format', '')), log, creator,
+                            status=status)
     except BaseException:
         for ref in created:   # an import that created its VDI removes it on failure
             try:
