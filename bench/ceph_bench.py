@@ -127,7 +127,7 @@ def fresh_process_snaps(dc, namespace, image, n):
 
 def fill(driver, count, size=GiB, threads=8):
     from framework import meta as m
-    from framework.commands import new_uuid
+    from framework.new_values import new_uuid
 
     def one(i):
         uuid = new_uuid()

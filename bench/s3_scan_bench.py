@@ -37,7 +37,7 @@ def main():
     from framework import meta as m
     from framework.driver import Context
     from framework.options import validate
-    from framework.values import new_uuid
+    from framework.new_values import new_uuid
     e = os.environ
     dc = {"endpoint": e["SRKIT_S3_ENDPOINT"], "bucket": e["SRKIT_S3_BUCKET"],
           "access_key": e["SRKIT_S3_ACCESS_KEY"], "secret_key": e["SRKIT_S3_SECRET_KEY"],

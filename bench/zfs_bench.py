@@ -183,7 +183,7 @@ def main():
 
 
 def _uuid():
-    from framework.commands import new_uuid
+    from framework.new_values import new_uuid
     return new_uuid()
 
 

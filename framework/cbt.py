@@ -33,7 +33,8 @@ from framework import meta as m
 from framework.errors import SRError
 from framework.locks import sr_lock, vdi_lock
 from framework.markers import attached_here
-from framework.values import check_location, new_uuid, volume_at
+from framework.new_values import new_uuid
+from framework.request_fields import check_location
 
 BLOCK = 64 * 1024          # VDI.CBT_BLOCK_SIZE in sm, 64 KiB in xapi's docs
 
@@ -153,7 +154,7 @@ def _refuse_snapshot(volume, command):
 def vdi_enable_cbt(inv):
     _require(inv)
     with vdi_lock(inv.vdi_uuid):
-        volume = volume_at(inv)
+        volume = inv.volume_at()
         _refuse_snapshot(volume, inv.command)
         if enabled(volume.meta):
             return None          # xapi may repeat a command; sm returns too
@@ -167,7 +168,7 @@ def vdi_enable_cbt(inv):
 def vdi_disable_cbt(inv):
     _require(inv)
     with vdi_lock(inv.vdi_uuid):
-        volume = volume_at(inv)
+        volume = inv.volume_at()
         _refuse_snapshot(volume, inv.command)
         if not enabled(volume.meta) and EPOCH not in volume.meta:
             return None
@@ -186,7 +187,7 @@ def vdi_data_destroy(inv):
     _require(inv)
     location = check_location(inv.request.get('vdi_location'))
     with sr_lock(inv.sr_uuid), vdi_lock(inv.vdi_uuid):
-        volume = volume_at(inv)
+        volume = inv.volume_at()
         if not m.flag(volume.meta, m.IS_SNAPSHOT):
             # sm's VDI.data_destroy: 'Only allowed for snapshot VDIs'
             raise SRError('VDIType', 'data_destroy is only allowed for snapshot VDIs; '
@@ -244,8 +245,8 @@ def vdi_list_changed_blocks(inv):
     uuids = sorted(set([inv.vdi_uuid or source_location, record.get('uuid') or
                         target_location]))
     with vdi_lock(uuids[0]), vdi_lock(uuids[1]):
-        source = volume_at(inv, source_location)
-        target = volume_at(inv, target_location)
+        source = inv.volume_at(source_location)
+        target = inv.volume_at(target_location)
         check_related(source, target)
         extents = inv.driver.changed_extents(target_location, source_location)
         return encode(bitmap(extents, target.virtual_size, source.virtual_size))

@@ -4,28 +4,31 @@ Each handler takes an ``Invocation`` and returns the reply value (None for
 xapi's unit commands). Handlers address volumes by ``vdi_location`` (xapi's
 key for the backend object), never by guessing from the VDI uuid.
 
-This module holds the SR and VDI lifecycle commands, the dispatch and the
-Invocation; sr_scan is in framework.scan, the datapath in framework.datapath,
-request values in framework.values, per-host markers in framework.markers.
+This module holds the SR and VDI lifecycle commands and the dispatch; the command
+being served is a framework.invocation.Invocation; sr_scan is in framework.scan, the
+datapath in framework.datapath (both imported only when one of their commands comes),
+CBT in framework.cbt, a request's fields in framework.request_fields, per-host markers
+in framework.markers.
 """
-
-import os
 
 from framework import cbt
 from framework import crash
 from framework import meta as m
 from framework import driver as contract
 from framework.errors import SRError
+from framework.invocation import Invocation
 from framework.locks import sr_lock, vdi_lock
 from framework.markers import Marker, attached_here
-from framework.options import configuration, is_sensitive, validate
-from framework.scan import reconcile, sr_scan, update_sr_sizes  # noqa: F401 (re-exported)
-from framework.datapath import (  # noqa: F401 (handlers)
-    vdi_activate, vdi_attach, vdi_attach_from_config, vdi_deactivate, vdi_detach,
-    vdi_detach_from_config, vdi_epoch_begin, vdi_epoch_end, vdi_generate_config)
-from framework.values import (  # noqa: F401 (new_uuid is re-exported)
+from framework.options import configuration, is_sr_master
+from framework.new_values import new_uuid, now
+from framework.request_fields import (
     check_location, check_uuid, check_vdi_size, check_xml_text, flag, is_location,
-    new_uuid, now, parse_size, require, vdi_info, volume_at)
+    parse_size)
+
+# Served by framework.datapath: xapi's plug and unplug of a VDI on one host.
+DATAPATH = ('vdi_attach', 'vdi_detach', 'vdi_activate', 'vdi_deactivate', 'vdi_epoch_begin',
+            'vdi_epoch_end', 'vdi_generate_config', 'vdi_attach_from_config',
+            'vdi_detach_from_config')
 
 MASTER_ONLY = ('sr_scan', 'vdi_create', 'vdi_delete', 'vdi_snapshot', 'vdi_clone',
                'vdi_resize', 'vdi_compose', 'vdi_enable_cbt', 'vdi_disable_cbt',
@@ -34,12 +37,6 @@ MASTER_ONLY = ('sr_scan', 'vdi_create', 'vdi_delete', 'vdi_snapshot', 'vdi_clone
 # Known to SMAPIv1 but not offered by srkit drivers: answered with Unimplemented (38).
 # The CBT commands (framework.cbt) are too, for a driver without its primitives.
 UNIMPLEMENTED = ('sr_content_type', 'vdi_compose', 'vdi_resize_online')
-
-STATE_ROOT = '/run/srkit'
-
-
-def _state_root():
-    return os.environ.get('SRKIT_STATE_DIR') or STATE_ROOT
 
 # --- SR commands -----------------------------------------------------------------
 
@@ -59,6 +56,7 @@ def sr_get_driver_info(inv):
 
 
 def sr_create(inv):
+    from framework.scan import update_sr_sizes
     size = parse_size(inv.request.args[0] if inv.request.args else '0', 'physical size')
     with sr_lock(inv.sr_uuid):
         inv.driver.sr_create(size)
@@ -89,12 +87,13 @@ def sr_detach(inv):
 
 
 def sr_update(inv):
+    from framework.scan import update_sr_sizes
     with sr_lock(inv.sr_uuid):
         update_sr_sizes(inv)
 
 
 def sr_probe(inv):
-    require(inv, 'probe')
+    inv.require('probe')
     found = inv.driver.probe()
     lines = ['<?xml version="1.0" ?>', '<SRlist>']
     for sr in found:
@@ -133,7 +132,11 @@ def vdi_create(inv):
         volume = inv.driver.create(uuid, size, record)
         crash.point('fw.vdi_create.before-introduce')
         _introduce_or_undo(inv, volume, record)
-    return vdi_info(uuid, uuid)
+    return _vdi_info(uuid, uuid)
+
+
+def _vdi_info(uuid, location):
+    return {'uuid': uuid, 'location': location}
 
 
 def _introduce_or_undo(inv, volume, record, snapshot_of_ref='OpaqueRef:NULL'):
@@ -161,7 +164,7 @@ def vdi_introduce(inv):
             parent_ref = dict((rec['uuid'], ref) for ref, rec in
                               inv.xapi.vdi_records().items()).get(parent, parent_ref)
         inv.xapi.introduce(volume, volume.meta, parent_ref, uuid=uuid)
-    return vdi_info(uuid, location)
+    return _vdi_info(uuid, location)
 
 
 def vdi_delete(inv):
@@ -179,7 +182,7 @@ def vdi_delete(inv):
 
 def vdi_update(inv):
     with vdi_lock(inv.vdi_uuid):
-        volume = volume_at(inv)
+        volume = inv.volume_at()
         record = inv.xapi.vdi_record(inv.request.get('vdi_ref'))
         check_xml_text(record.get('name_label', ''), record.get('name_description', ''))
         parent = record.get('snapshot_of') or ''
@@ -194,9 +197,9 @@ def vdi_update(inv):
 
 
 def _copy(inv, primitive, make_meta):
-    require(inv, primitive)
+    inv.require(primitive)
     with sr_lock(inv.sr_uuid), vdi_lock(inv.vdi_uuid):
-        source = volume_at(inv)
+        source = inv.volume_at()
         cbt.refuse_destroyed(source, inv.command)
         uuid = new_uuid()
         record = make_meta(source.meta)
@@ -205,7 +208,7 @@ def _copy(inv, primitive, make_meta):
             else 'OpaqueRef:NULL'
         crash.point('fw.%s.before-introduce' % inv.command)
         _introduce_or_undo(inv, volume, record, parent_ref)
-    return vdi_info(uuid, uuid)
+    return _vdi_info(uuid, uuid)
 
 
 def vdi_snapshot(inv):
@@ -221,12 +224,12 @@ def vdi_clone(inv):
 
 
 def vdi_resize(inv):
-    require(inv, 'resize')
+    inv.require('resize')
     cls = inv.driver_cls
     size = check_vdi_size(cls, parse_size(inv.request.args[0] if inv.request.args else None))
     location = inv.request.get('vdi_location')
     with sr_lock(inv.sr_uuid), vdi_lock(inv.vdi_uuid):
-        volume = volume_at(inv)
+        volume = inv.volume_at()
         if size < volume.virtual_size:
             raise SRError('VDISize', 'shrinking VDI %s from %d to %d bytes would lose data; '
                           'only growing is supported' % (inv.vdi_uuid, volume.virtual_size, size))
@@ -240,26 +243,26 @@ def vdi_resize(inv):
             volume = inv.driver.get(location) or volume
         crash.point('fw.vdi_resize.before-set-sizes')
         inv.xapi.set_vdi_sizes(inv.request.get('vdi_ref'), volume)
-    return vdi_info(inv.vdi_uuid, location)
+    return _vdi_info(inv.vdi_uuid, location)
 
 
 def vdi_revert(inv):
-    require(inv, 'revert')
+    inv.require('revert')
     args = inv.request.args
     if not args:
         raise SRError('BadRequest', 'vdi_revert needs the VDI to revert as its argument')
     target_ref = args[0]
     target = inv.xapi.vdi_record(target_ref)
     with sr_lock(inv.sr_uuid), vdi_lock(target['uuid']):
-        snapshot = volume_at(inv)
+        snapshot = inv.volume_at()
         cbt.refuse_destroyed(snapshot, 'vdi_revert')
-        if volume_at(inv, target['location']) is None:
+        if inv.volume_at(target['location']) is None:
             raise SRError('VDIMissing', target['location'])
         if attached_here(inv, target['location']):
             raise SRError('VDIInUse', 'VDI %s is attached on this host' % target['uuid'])
         inv.driver.revert(target['location'], snapshot.uuid)
         crash.point('fw.vdi_revert.before-set-sizes')
-        inv.xapi.set_vdi_sizes(target_ref, volume_at(inv, target['location']))
+        inv.xapi.set_vdi_sizes(target_ref, inv.volume_at(target['location']))
 
 
 def _unimplemented(inv):
@@ -267,78 +270,26 @@ def _unimplemented(inv):
                   % (inv.command, inv.driver_cls.name))
 
 
+def _served_by(module, command):
+    """The handler ``command`` of ``module``, imported when the command comes."""
+    def handler(inv):
+        return getattr(__import__(module, fromlist=[command]), command)(inv)
+    handler.__name__ = command
+    return handler
+
+
 HANDLERS = dict((name, globals()[name]) for name in (
-    'sr_get_driver_info', 'sr_create', 'sr_delete', 'sr_attach', 'sr_detach', 'sr_scan',
+    'sr_get_driver_info', 'sr_create', 'sr_delete', 'sr_attach', 'sr_detach',
     'sr_update', 'sr_probe', 'vdi_create', 'vdi_introduce', 'vdi_delete', 'vdi_update',
-    'vdi_attach', 'vdi_detach', 'vdi_activate', 'vdi_deactivate', 'vdi_epoch_begin',
-    'vdi_epoch_end', 'vdi_snapshot', 'vdi_clone', 'vdi_resize', 'vdi_revert',
-    'vdi_generate_config', 'vdi_attach_from_config', 'vdi_detach_from_config'))
+    'vdi_snapshot', 'vdi_clone', 'vdi_resize', 'vdi_revert'))
+HANDLERS['sr_scan'] = _served_by('framework.scan', 'sr_scan')
+HANDLERS.update((name, _served_by('framework.datapath', name)) for name in DATAPATH)
 HANDLERS.update((name, _unimplemented) for name in UNIMPLEMENTED)
 HANDLERS.update(cbt.HANDLERS)
 
 # Commands that run without a session (xapi gives none) and without an SR.
 NO_SESSION = ('sr_get_driver_info', 'vdi_attach_from_config', 'vdi_detach_from_config')
 NO_SR = ('sr_get_driver_info', 'sr_probe')
-
-
-class Invocation(object):
-    """One command being served: the request plus lazily built driver and xapi."""
-
-    def __init__(self, request, driver_cls, log):
-        self.request = request
-        self.command = request.command
-        self.driver_cls = driver_cls
-        self.log = log
-        self.sr_uuid = request.get('sr_uuid')
-        self.vdi_uuid = request.get('vdi_uuid')
-        self._driver = None
-        self._xapi = None
-        declared = set(o.key for o in driver_cls.options if o.secret)
-        for key, value in request.device_config.items():
-            if is_sensitive(key) or key in declared:
-                log.hide(value)
-
-    @property
-    def xapi(self):
-        if self._xapi is None:
-            from framework.xapi import Xapi
-            self._xapi = Xapi(self.request.get('session_ref'), self.request.get('sr_ref'),
-                              self.request.get('subtask_of'))
-        return self._xapi
-
-    @property
-    def state_dir(self):
-        path = os.path.join(_state_root(), self.sr_uuid or 'probe')
-        if not os.path.isdir(path):
-            os.makedirs(path, 0o700)
-        return path
-
-    @property
-    def driver(self):
-        if self._driver is None:
-            self._driver = self._make_driver()
-        return self._driver
-
-    def _make_driver(self):
-        dc = self.request.device_config
-
-        def resolve(secret_uuid):
-            if not self.xapi.available:
-                raise SRError('SRUnavailable', 'a *_secret device-config key needs xapi, '
-                              'which is not reachable for %s; use a file-based '
-                              'credential for SRs that must attach at boot' % self.command)
-            value = self.xapi.secret(secret_uuid)
-            self.log.hide(value)
-            return value
-        config = validate(self.driver_cls.options, dc, resolve)
-        for opt in self.driver_cls.options:
-            if opt.secret:
-                self.log.hide(config.get(opt.key))
-        host_ref = self.request.get('host_ref')
-        lookup = (lambda: self.xapi.host_uuid(host_ref)) if self.xapi.available and host_ref \
-            else None
-        ctx = contract.Context(self.state_dir, self.log, dc.get('SRmaster') == 'true', lookup)
-        return self.driver_cls(self.sr_uuid, config, ctx)
 
 
 def dispatch(request, driver_cls, log):
@@ -357,7 +308,7 @@ def dispatch(request, driver_cls, log):
     if command.startswith('vdi_') and command not in ('vdi_create', 'vdi_introduce') \
             and handler is not _unimplemented and not request.get('vdi_uuid'):
         raise SRError('BadRequest', '%s needs vdi_uuid' % command)
-    if command in MASTER_ONLY and request.device_config.get('SRmaster') != 'true':
+    if command in MASTER_ONLY and not is_sr_master(request.device_config):
         raise SRError('SMGeneral', '%s runs only on the SR master' % command)
     if command not in NO_SESSION and handler is not _unimplemented:
         if not request.get('session_ref'):

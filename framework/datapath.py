@@ -8,7 +8,7 @@ from framework.cbt import refuse_destroyed
 from framework.errors import SRError
 from framework.locks import vdi_lock
 from framework.markers import Marker
-from framework.values import check_location, flag, require, volume_at
+from framework.request_fields import check_location, flag
 from framework.wire import encode_call
 
 
@@ -20,7 +20,7 @@ def attach_location(inv, location, writable):
     if known and inv.driver.device_alive(location, known):
         path = known
     else:
-        volume = volume_at(inv, location)
+        volume = inv.volume_at(location)
         refuse_destroyed(volume, 'attach')   # vdi_attach and the export pipeline
         path = inv.driver.attach(location, writable and not volume.read_only)
         marker.write(path)
@@ -59,7 +59,7 @@ def vdi_detach(inv):
 
 
 def vdi_activate(inv):
-    require(inv, 'activate')
+    inv.require('activate')
     location = inv.request.get('vdi_location')
     writable = flag(inv.request.args[0] if inv.request.args else 'false')
     with vdi_lock(inv.vdi_uuid):
@@ -70,7 +70,7 @@ def vdi_activate(inv):
 
 
 def vdi_deactivate(inv):
-    require(inv, 'activate')
+    inv.require('activate')
     location = inv.request.get('vdi_location')
     with vdi_lock(inv.vdi_uuid):
         marker = Marker(inv, location, 'active')

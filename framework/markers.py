@@ -5,7 +5,7 @@ They live in the invocation's state dir (under /run: gone on reboot, as attachme
 
 import os
 
-from framework.values import check_location
+from framework.request_fields import check_location
 
 
 class Marker(object):

@@ -8,12 +8,18 @@ Secrets: an option declared ``secret=True`` may be given either in clear as
 ``key`` or, the xapi way, as ``key_secret=<secret uuid>``; the framework resolves
 the secret through xapi's secret API and hands the driver the value under ``key``.
 Secret values are never logged nor echoed in faults.
+
+``SRmaster`` is the one key no driver declares: xapi adds it in front of the PBD's
+device_config on every SM call, "true" on the SR master's host. The rule is written
+here once, for the framework reading it, the host's ``srkit vdi-export`` (which
+builds its job as xapi builds a call) and the simulator (which plays xapi).
 """
 
 from framework.errors import SRError
 
 SECRET_SUFFIX = '_secret'
 PATH = 'path'  # Option kind: an absolute, normalised filesystem path
+SR_MASTER = 'SRmaster'
 
 
 class Option(object):
@@ -117,3 +123,24 @@ def config_error(missing=(), invalid=()):
         problems.append('device-config has invalid values: ' + ', '.join(invalid))
     if problems:
         raise SRError('ConfigParamsMissing', '; '.join(problems))
+
+
+def sr_master_host(shared, pool_master, pbd_host=None):
+    """The host xapi makes SR master (Helpers.i_am_srmaster): the pool master for a
+    shared SR, else the host of the SR's one PBD (the pool master while it has none)."""
+    return pool_master if shared or not pbd_host else pbd_host
+
+
+def device_config_of_call(pbd_device_config, on_sr_master):
+    """What an SM call receives as device_config: the PBD's, with SRmaster in front
+    ("true" on the SR master's host; sr_create and sr_probe always get "true"). The
+    PBD's keys are kept as they are; it holds no SRmaster of its own (xapi drops the
+    key when it writes the PBDs after sr_create)."""
+    config = {SR_MASTER: 'true' if on_sr_master else 'false'}
+    config.update(pbd_device_config)
+    return config
+
+
+def is_sr_master(device_config):
+    """Whether the call runs on the SR master's host (the master-only commands)."""
+    return device_config.get(SR_MASTER) == 'true'

@@ -7,7 +7,7 @@ introduces what xapi does not know, forgets what the backend lost, re-reads size
 from framework import cbt
 from framework import meta as m
 from framework.locks import sr_lock
-from framework.values import new_uuid
+from framework.new_values import new_uuid
 
 
 def update_sr_sizes(inv, volumes=None):

@@ -5,6 +5,7 @@ The process itself is run by :mod:`simulator.sm_exec`."""
 import os
 from contextlib import ExitStack
 
+from framework import options
 from simulator import sm_exec
 from simulator.db import NULL_REF
 from simulator.errors import XapiError
@@ -88,9 +89,8 @@ class DriverCalls:
         """The host where SRmaster=true: the pool master for a shared SR, else the
         host of its (only) PBD."""
         rec = self.db.get("SR", sr)
-        if rec["shared"] or not rec["PBDs"]:
-            return self.master
-        return self.db.get("PBD", rec["PBDs"][0])["host"]
+        pbd_host = self.db.get("PBD", rec["PBDs"][0])["host"] if rec["PBDs"] else None
+        return options.sr_master_host(rec["shared"], self.master, pbd_host)
 
     def pbd_of(self, sr, host):
         """The PBD joining ``sr`` to ``host``; SR_NO_PBDS if there is none."""
@@ -103,8 +103,7 @@ class DriverCalls:
         """The device-config xapi gives a driver on ``host`` for ``sr``: its PBD's, with
         SRmaster first (as xapi puts it), true on the SR's master host."""
         dc = self.db.get("PBD", self.pbd_of(sr, host))["device_config"]
-        return dict({"SRmaster": "true" if self.sr_master_host(sr) == host else "false"},
-                    **dc)
+        return options.device_config_of_call(dc, self.sr_master_host(sr) == host)
 
     def call(self, command, host=None, sr=None, vdi=None, args=(), device_config=None,
              **extra_keys):
@@ -130,12 +129,10 @@ class DriverCalls:
         sm = self._sm(sm_type)
         if device_config is None:
             device_config = self.device_config_on(sr, host) if sr else {}
-        if "SRmaster" not in device_config:
-            is_master = command in ("sr_create", "sr_probe") or (
-                sr is not None and self.sr_master_host(sr) == host)
-            device_config = dict({"SRmaster": "true" if is_master else "false"},
-                                 **device_config)
-        if command in sm_exec.MASTER_ONLY and device_config.get("SRmaster") != "true":
+        if options.SR_MASTER not in device_config:
+            device_config = options.device_config_of_call(device_config, command in (
+                "sr_create", "sr_probe") or (sr is not None and self.sr_master_host(sr) == host))
+        if command in sm_exec.MASTER_ONLY and not options.is_sr_master(device_config):
             raise XapiError("HOST_IS_SLAVE", [self.db.get("host", self.master)["address"]])
         keys = {"host_ref": host, "args": list(args), "device_config": device_config}
         if sr:

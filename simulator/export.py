@@ -2,7 +2,7 @@
 (``python3 -m framework.export.host``, docs/export.md) run under the system python
 on the SR's master host, against the simulator's XenAPI socket with that host's
 environment (lock and state directories), as a host's ``srkit vdi-export`` runs
-against its xapi. Finding the VDI and the PBD, the runner's job, creating the VDI
+against its xapi. Finding the VDI and the PBD, the transfer job, creating the VDI
 for ``sr-uuid=`` (``VDI.create``, see simulator/xapi_client.py) and removing it
 again when the import fails all happen there, once for both.
 

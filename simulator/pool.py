@@ -16,6 +16,7 @@ import threading
 import time
 import uuid as uuidlib
 
+from framework.options import SR_MASTER, device_config_of_call
 from simulator import cbt
 from simulator.db import DB, NULL_REF, VDI_TYPES
 from simulator.driver_calls import REPO, DriverCalls
@@ -145,14 +146,14 @@ class Pool(SmRegistry, DriverCalls):
                 for h in targets]
         try:
             self.call("sr_create", host=host, sr=sr, args=[str(int(physical_size))],
-                      device_config=dict({"SRmaster": "true"}, **device_config))
+                      device_config=device_config_of_call(device_config, True))
         except Exception:
             for pbd in pbds:
                 self.db.delete("PBD", pbd)
             self.db.delete("SR", sr)
             raise
         final = self.db.get("PBD", self.pbd_of(sr, host))["device_config"]
-        final = {k: v for k, v in final.items() if k != "SRmaster"}
+        final = {k: v for k, v in final.items() if k != SR_MASTER}
         for pbd in pbds:
             self.db.update("PBD", pbd, device_config=final)
         for pbd in pbds:
@@ -165,7 +166,7 @@ class Pool(SmRegistry, DriverCalls):
         host = host or self.master
         with self._lock(("attach", host)):
             return self.call("sr_probe", host=host, sr_type=type,
-                             device_config=dict({"SRmaster": "true"}, **device_config),
+                             device_config=device_config_of_call(device_config, True),
                              sr_sm_config=dict(sm_config or {}))
 
     def sr_introduce(self, uuid, type, name_label="", shared=False, name_description="",

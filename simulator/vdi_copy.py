@@ -21,7 +21,7 @@ def _driver_extents(pool, vdi, host):
     """[(offset, length)] the source's driver reports, or None (no such primitive)."""
     from framework import driver as contract
     from framework.driver import Context
-    from framework.options import validate
+    from framework.options import is_sr_master, validate
     from framework.registry import load
     rec = pool.vdi_record(vdi)
     sr = pool.sr_record(rec["SR"])
@@ -43,7 +43,7 @@ def _driver_extents(pool, vdi, host):
     config = validate(cls.options, dc, lambda uuid: pool.db.get(
         "secret", pool.db.by_uuid("secret", uuid))["value"])
     state = os.path.join(pool.host_dirs(host)["state"], sr["uuid"])
-    driver = cls(sr["uuid"], config, Context(state, _Log(), dc["SRmaster"] == "true"))
+    driver = cls(sr["uuid"], config, Context(state, _Log(), is_sr_master(dc)))
     return driver.extents(rec["location"])
 
 

@@ -23,8 +23,8 @@ import time
 
 from framework.errors import SRError
 from drivers.ceph import credentials
-from drivers.files import fusedev
-from drivers.files.fusedev import (  # noqa: F401 (records: also used by the driver)
+from framework.files import fusedev
+from framework.files.fusedev import (  # noqa: F401 (records: also used by the driver)
     load_record, save_record, drop_record, records, record_path)
 
 _which, _run, _mounted, _alive = fusedev.which, fusedev.run, fusedev.mounted, fusedev.alive

@@ -22,7 +22,7 @@ import time
 
 from framework.errors import SRError
 from drivers.ceph import credentials
-from drivers.files.fusedev import run
+from framework.files.fusedev import run
 
 SYSFS = '/sys/bus/rbd'
 DEVICES = SYSFS + '/devices'

@@ -17,7 +17,7 @@ import time
 
 from framework.errors import SRError
 from drivers.ceph import credentials
-from drivers.files.fusedev import alive as pid_alive, run, which
+from framework.files.fusedev import alive as pid_alive, run, which
 
 TOKEN_ENV = 'SRKIT_DATAPATH'
 PACKAGE_HINT = 'install the rbd-nbd package (docs/install.md)'

@@ -3,7 +3,7 @@
 device-config as GlusterFSSR's: ``server=<host>:/<volume>`` plus ``backupservers``.
 Each host mounts the volume with FUSE at sr_attach (under its state directory) and
 unmounts it at sr_detach. Layout, metadata (user xattrs) and the crash-safe steps
-are drivers/files; this module adds the mount, the cross-host write lease and probe.
+are framework/files; this module adds the mount, the cross-host write lease and probe.
 """
 
 import contextlib
@@ -13,9 +13,9 @@ import shutil
 from framework.driver import Driver
 from framework.errors import SRError
 from framework.options import Option
-from drivers.files import loop
-from drivers.files.meta import XattrMeta
-from drivers.files.store import FileStore
+from framework.files import loop
+from framework.files.meta import XattrMeta
+from framework.files.store import FileStore
 from drivers.gluster import lease
 from drivers.gluster import mount as gmount
 

@@ -6,7 +6,7 @@ Layout under device-config ``location`` (an absolute, normalised path):
     <location>/<sr_uuid>/<vdi_uuid>.json    its framework metadata (sidecar)
 
 The files and the crash-safe order of every change to them live in
-``drivers.files.store`` (shared with other file-based drivers); this module adds
+``framework.files.store`` (shared with other file-based drivers); this module adds
 the SR directory and the datapath. Snapshots and clones are reflinks where the
 filesystem can (XFS, Btrfs) and sparse copies elsewhere: each VDI stays an
 independent file, so deleting one never affects another. A VDI is attached as a
@@ -15,8 +15,8 @@ loop device. See docs/crash-consistency.md for each command's steps.
 
 import os
 
-from drivers.files import loop
-from drivers.files.store import FileStore, MARKER
+from framework.files import loop
+from framework.files.store import FileStore, MARKER
 from framework.driver import Driver
 from framework.errors import SRError
 from framework.options import Option, PATH

@@ -26,7 +26,7 @@ import time
 
 from framework import crash
 from framework.errors import SRError
-from drivers.files import fusedev as fuse
+from framework.files import fusedev as fuse
 from drivers.s3 import nbd_device
 
 CHOICES = ('auto', 'nbd', 'fuse')

@@ -346,7 +346,7 @@ class S3Driver(Driver):
 
     def device_alive(self, uuid, path):
         from drivers.s3 import datapath
-        from drivers.files import fusedev
+        from framework.files import fusedev
         record = fusedev.load_record(self.ctx.state_dir, uuid)
         return bool(record) and datapath.device_of(record) == path and datapath.alive(record)
 

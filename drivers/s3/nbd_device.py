@@ -15,7 +15,7 @@ import os
 import time
 
 from framework.errors import SRError
-from drivers.files import fusedev
+from framework.files import fusedev
 
 XAPI_LOCK = '/var/run/nonpersistent/nbd_client_manager'   # xapi's nbd_client_manager
 TIMEOUT = 600        # s a request may take (a flush uploads chunks) before the kernel fails it

@@ -6,7 +6,7 @@ properties, rename, pools) stays on the CLI, which XCP-ng hosts always have.
 """
 
 from drivers.zfs import layout as L
-from drivers.zfs.runner import Runner, ZfsError
+from drivers.zfs.process import Runner, ZfsError
 
 ZFS = 'zfs'
 ZPOOL = 'zpool'

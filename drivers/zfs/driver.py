@@ -20,7 +20,7 @@ from drivers.zfs import layout as L
 from drivers.zfs import options as O
 from drivers.zfs import pools
 from drivers.zfs import repair
-from drivers.zfs.runner import ZfsError
+from drivers.zfs.process import ZfsError
 
 
 def _mutates(fn):

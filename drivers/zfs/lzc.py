@@ -6,7 +6,7 @@ pools stay on the CLI (pyzfs has no listing API on OpenZFS 2.1).
 """
 
 from drivers.zfs.cli import Cli
-from drivers.zfs.runner import ZfsError
+from drivers.zfs.process import ZfsError
 from framework.errors import SRError
 
 

@@ -7,7 +7,7 @@ from framework.errors import SRError
 from framework.options import config_error
 from drivers.zfs import layout as L
 from drivers.zfs import options as O
-from drivers.zfs.runner import ZfsError
+from drivers.zfs.process import ZfsError
 
 
 def pool_of(dataset):

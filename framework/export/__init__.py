@@ -13,6 +13,7 @@
 - ``host``: ``srkit vdi-export`` / ``vdi-import`` (``python3 -m framework.export``):
   finds the SR and VDI through xapi (a host's, or the simulator's for
   ``srkit xe vdi-export``), creates the VDI for an import into a new one and
-  removes it on failure; the xapi plugin ``plugins/srkit`` starts it. ``runner``
-  runs the job it builds; ``progress``: tty bar and JSON status file.
+  removes it on failure; the xapi plugin ``plugins/srkit`` starts it.
+- ``transfer``: one export or import (a job ``host`` builds) from the request to the
+  pipeline; ``progress``: tty bar and JSON status file.
 """

@@ -64,7 +64,7 @@ class Host(object):
 
     def vdi(self, uuid):
         """(ref, record) of VDI ``uuid``, in one call."""
-        from framework.values import check_uuid
+        from framework.request_fields import check_uuid
         found = self.api.VDI.get_all_records_where('field "uuid" = "%s"'
                                                    % check_uuid(uuid, 'VDI uuid'))
         if not found:
@@ -72,7 +72,7 @@ class Host(object):
         return list(found.items())[0]
 
     def job(self, sr_ref, **fields):
-        """The runner's job for SR ``sr_ref`` as this host's PBD sees it."""
+        """The transfer job for SR ``sr_ref`` as this host's PBD sees it."""
         sr = self.api.SR.get_record(sr_ref)
         pbds = self.api.PBD.get_all_records_where('field "SR" = "%s" and field "host" = "%s"'
                                                   % (sr_ref, self.host))
@@ -81,11 +81,10 @@ class Host(object):
         pbd = list(pbds.values())[0]
         if not pbd.get('currently_attached'):
             raise SRError('SRUnavailable', 'SR %s is not plugged on this host' % sr['uuid'])
-        dc = dict(pbd['device_config'])
-        if 'SRmaster' not in dc:   # as xapi adds it to every SM call
-            master = self.host if not sr['shared'] else \
-                list(self.api.pool.get_all_records().values())[0]['master']
-            dc['SRmaster'] = 'true' if master == self.host else 'false'
+        from framework.options import device_config_of_call, sr_master_host
+        pool_master = list(self.api.pool.get_all_records().values())[0]['master']
+        dc = device_config_of_call(pbd['device_config'], self.host == sr_master_host(
+            sr['shared'], pool_master, pbd['host']))
         job = {'sr_type': sr['type'], 'sr_uuid': sr['uuid'], 'sr_ref': sr_ref,
                'device_config': dc, 'host_ref': self.host, 'session_ref': self.ref}
         job.update(fields)
@@ -102,7 +101,7 @@ class Host(object):
 
 
 def run(command, args, log, status=None, session=None):
-    from framework.export import runner
+    from framework.export import transfer
     host = Host(session)
     created = []
     try:
@@ -123,14 +122,14 @@ def run(command, args, log, status=None, session=None):
                     raise SRError('BadRequest', 'base %s is not in the SR of %s'
                                   % (args['base'], args['uuid']))
                 fields.update(base_uuid=base['uuid'], base_location=base['location'])
-            return runner.run(host.job(vdi['SR'], **fields), log, status=status)
+            return transfer.run(host.job(vdi['SR'], **fields), log, status=status)
         if command != 'vdi-import':
             raise SRError('BadRequest', 'unknown command %r\n%s' % (command, USAGE))
         if args.get('uuid'):
             _, vdi = host.vdi(args['uuid'])
-            return runner.run(host.job(vdi['SR'], op='import', vdi_uuid=vdi['uuid'],
-                                       vdi_location=vdi['location'], filename=filename,
-                                       format=args.get('format', '')), log, status=status)
+            return transfer.run(host.job(vdi['SR'], op='import', vdi_uuid=vdi['uuid'],
+                                         vdi_location=vdi['location'], filename=filename,
+                                         format=args.get('format', '')), log, status=status)
         sr_ref = host.api.SR.get_by_uuid(args['sr-uuid'])
 
         def creator(size):
@@ -138,8 +137,9 @@ def run(command, args, log, status=None, session=None):
                                                   args.get('name-label', 'imported'))
             created.append(ref)
             return uuid, location
-        return runner.run(host.job(sr_ref, op='import', filename=filename, create=True,
-                                   format=args.get('format', '')), log, creator, status=status)
+        return transfer.run(host.job(sr_ref, op='import', filename=filename, create=True,
+                                     format=args.get('format', '')), log, creator,
+                            status=status)
     except BaseException:
         for ref in created:   # an import that created its VDI removes it on failure
             try:
@@ -153,7 +153,7 @@ def run(command, args, log, status=None, session=None):
 
 def main(argv=None):
     from framework.log import Log
-    from framework.export.runner import report_failure
+    from framework.export.transfer import report_failure
     argv = sys.argv[1:] if argv is None else argv
     if not argv or set(argv[:2]) & {'-h', '--help', 'help'}:
         sys.stdout.write(USAGE + '\n')

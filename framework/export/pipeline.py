@@ -16,12 +16,19 @@ from framework.datapath import attach_location, detach_location
 from framework.markers import Marker as _Marker
 from framework.errors import SRError
 from framework.locks import vdi_lock
-from framework.export import compress, container, qcow2, raw, vhd
+from framework.export import compress, container
 from framework.export.device import Batcher, Device, buffer
 from framework.export.instream import ZeroRun
 from framework.export.progress import Progress
 
-FORMATS = {'raw': raw, 'vhd': vhd, 'qcow2': qcow2}
+FORMATS = ('raw', 'vhd', 'qcow2')   # modules of framework.export, imported when used
+
+
+def format_module(name):
+    """The writer and reader module of image format ``name``."""
+    if name not in FORMATS:
+        raise SRError('BadRequest', 'format %r is not one of %s' % (name, ', '.join(FORMATS)))
+    return __import__('framework.export.' + name, fromlist=[name])
 # set on a VDI by every import: the VDI (usually a snapshot) whose content it now
 # holds, so a delta is applied only on top of its own base
 CONTENT_OF = 'srkit_content_of'
@@ -139,13 +146,6 @@ class _Attached(object):
         return ', '.join('%s %.3f s' % kv for kv in sorted(more.items()))
 
 
-def _volume(inv, location):
-    volume = inv.driver.get(location)
-    if volume is None:
-        raise SRError('VDIMissing', 'no VDI at location %s in SR %s' % (location, inv.sr_uuid))
-    return volume
-
-
 def _read_ahead(dev, runs, digest, depth=4):
     """(offset, data) of ``runs``, read and hashed by a thread while the caller
     writes the previous pieces out (pread and sha256 release the GIL). ``data`` is
@@ -209,14 +209,12 @@ def export_vdi(inv, location, out_fd, fmt, compression='zstd', base=None, sideca
                status=None):
     """Write VDI ``location`` to ``out_fd``; ``base`` = (uuid, location) of a snapshot
     for a delta. Returns the header and trailer records."""
-    if fmt not in FORMATS:
-        raise SRError('BadRequest', 'format %r is not one of raw, vhd, qcow2' % (fmt,))
+    module = format_module(fmt)
     kind, level = compress.parse(compression)
-    module = FORMATS[fmt]
     start = time.time()
     driver = inv.driver
     with vdi_lock(inv.vdi_uuid or location):
-        volume = _volume(inv, location)
+        volume = inv.volume_at(location)
         size = volume.virtual_size
         parent = None
         if base:
@@ -227,7 +225,7 @@ def export_vdi(inv, location, out_fd, fmt, compression='zstd', base=None, sideca
                 raise SRError('Unimplemented', '%s SRs cannot list what changed since a '
                               'snapshot (no changed_extents): export without base= for a '
                               'full copy' % inv.driver_cls.name)
-            _volume(inv, base[1])
+            inv.volume_at(base[1])
             extents = driver.changed_extents(location, base[1])
             parent = {'uuid': base[0], 'name': '%s.%s' % (base[0], fmt)}
         elif contract.implements(inv.driver_cls, 'extents'):
@@ -278,16 +276,14 @@ def detect(src, fmt=None):
     """The reader module for a stream: srkit's header, else the image's magic, else raw."""
     named = fmt or (src.header or {}).get('format')
     if named:
-        if named not in FORMATS:
-            raise SRError('BadRequest', 'format %r is not one of raw, vhd, qcow2' % (named,))
-        return FORMATS[named]
+        return format_module(named)
     start = src.read(8)
     src.unread(start)
     if start[:4] == b'QFI\xfb':
-        return qcow2
+        return format_module('qcow2')
     if start == b'conectix':
-        return vhd
-    return raw
+        return format_module('vhd')
+    return format_module('raw')
 
 
 def open_reader(src, fmt=None):
@@ -302,7 +298,7 @@ def import_vdi(inv, location, src, reader, fresh, status=None):
     head = src.header
     start = time.time()
     with vdi_lock(inv.vdi_uuid or location):
-        volume = _volume(inv, location)
+        volume = inv.volume_at(location)
         size = reader.virtual_size
         if size is not None and size > volume.virtual_size:
             raise SRError('VDISize', 'the stream holds a %d-byte disk; VDI %s has %d bytes'

@@ -132,3 +132,37 @@ def test_simulated_xapi_creates_and_destroys_vdis_through_the_driver(local_sr):
     with pytest.raises(XapiError) as e:
         api.call("VDI.create", [session, dict(record, SR="OpaqueRef:nope")])
     assert e.value.code == "HANDLE_INVALID"
+
+
+def test_host_job_device_config_is_a_driver_calls(tmp_path, monkeypatch):
+    """The host command builds its job's device-config as xapi builds a driver call's:
+    on each host, the same keys in the same order, SRmaster true only on the SR master
+    (the pool master for a shared SR, the owner of a local one even when it is not the
+    pool master)."""
+    from framework.export.host import Host
+    from simulator.testkit import sim_pool
+    with sim_pool(str(tmp_path / "pool"), hosts=2) as pool:
+        other = [h for h in pool.hosts if h != pool.master][0]
+        srs = {}
+        for name, shared, owner in (("shared", True, pool.master), ("own", False, other)):
+            (tmp_path / name).mkdir()
+            srs[name] = pool.sr_create("local", {"location": str(tmp_path / name)},
+                                       shared=shared, host=owner)
+        got = {}
+        with pool.server.running() as socket_path:
+            monkeypatch.setenv("SRKIT_XAPI_SOCKET", socket_path)
+            for name, sr in srs.items():
+                for pbd in pool.find("PBD", SR=sr):
+                    host = pool.record("PBD", pbd)["host"]
+                    pool.call("sr_update", host=host, sr=sr)
+                    call = pool.last_call.request["device_config"]
+                    session = pool.session_create(sr, host)
+                    try:
+                        job = Host(session).job(sr)["device_config"]
+                    finally:
+                        pool.session_destroy(session)
+                    assert list(job.items()) == list(call.items())
+                    assert list(job)[0] == "SRmaster"
+                    got[name, host == pool.master] = job["SRmaster"]
+    assert got == {("shared", True): "true", ("shared", False): "false",
+                   ("own", False): "true"}

@@ -1,4 +1,4 @@
-"""drivers/files/fusedev.detach: a stale record (left by a killed command) names a loop
+"""framework/files/fusedev.detach: a stale record (left by a killed command) names a loop
 device by number; once that number serves another attachment, detaching the record must
 leave that device alone (issue 16: the same fault in the s3 datapath read b'' at 6 MiB)."""
 import os
@@ -7,7 +7,7 @@ import subprocess
 
 import pytest
 
-from drivers.files import fusedev
+from framework.files import fusedev
 
 pytestmark = pytest.mark.skipif(os.geteuid() != 0 or not shutil.which("losetup"),
                                 reason="needs root and losetup")

@@ -217,7 +217,7 @@ def test_resize_beyond_the_filesystems_limit_is_79_and_keeps_size(local):
 
 def test_create_at_the_filesystems_limit_works(local):
     pool, sr, sr_dir = local
-    from drivers.files.store import FileStore
+    from framework.files.store import FileStore
 
     class Quiet:
         def info(self, msg):

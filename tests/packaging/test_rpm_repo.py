@@ -357,15 +357,15 @@ def test_table_and_registry_name_the_same_drivers():
 
 def test_a_driver_is_one_line_of_the_table(tmp_path):
     drivers = [spec.Driver('local', 'local', ['drivers/local'], 'LocalSR', []),
-               spec.Driver('demo', 'demo', ['drivers/demo', 'drivers/files'], 'DemoSR', ['x']),
-               spec.Driver('other', 'other', ['drivers/other', 'drivers/files'], 'OtherSR', [])]
+               spec.Driver('demo', 'demo', ['drivers/demo', 'drivers/shared'], 'DemoSR', ['x']),
+               spec.Driver('other', 'other', ['drivers/other', 'drivers/shared'], 'OtherSR', [])]
     text = spec.render('1.0', '1', 0, drivers, [])
     assert '%package demo' in text and 'Requires:       x' in text
     assert 'Requires:       srkit-demo = %{version}-%{release}' in text
     # a module directory two drivers share is shipped once, by the framework
     files = text.split('%files framework', 1)[1].split('%files tools', 1)[0]
-    assert '%{srkit_lib}/drivers/files' in files
-    assert text.count('%{srkit_lib}/drivers/files\n') == 1
+    assert '%{srkit_lib}/drivers/shared' in files
+    assert text.count('%{srkit_lib}/drivers/shared\n') == 1
 
 
 def test_table_rejects_an_executable_that_registers_another_type(tmp_path):

@@ -163,7 +163,7 @@ def test_a_stale_record_never_detaches_a_loop_device_another_vdi_now_uses(pool, 
     free, another VDI's attach may get it. Cleaning the stale record (sr_scan, or the next
     attach of its VDI) must leave that device alone: it once made a fresh attach read b''
     at 6 MiB (the device had been detached under it: size 0)."""
-    from drivers.files import fusedev
+    from framework.files import fusedev
     v = pool.vdi_create(sr.ref, 8 * MiB, name_label="in use")
     dead = pool.vdi_create(sr.ref, 8 * MiB, name_label="killed attach")
     path = pool.vdi_attach(v)["params"]

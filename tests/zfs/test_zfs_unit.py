@@ -6,7 +6,7 @@ import struct
 import pytest
 
 from drivers.zfs import cli, layout as L, options as O, repair, stream
-from drivers.zfs.runner import ZfsError
+from drivers.zfs.process import ZfsError
 from framework import meta as m
 from framework.errors import SRError
 

@@ -1,4 +1,5 @@
-"""Running the ``zfs``/``zpool`` commands: argv lists, never a shell, always bounded."""
+"""The ``zfs`` and ``zpool`` processes: run with argv lists, never a shell, always
+bounded; ``ZfsError`` says how one failed (missing, busy, exists, out of space)."""
 
 from framework.errors import SRError
 

@@ -5,7 +5,7 @@ Layout of one SR directory:
     <uuid>.raw    the VDI's bytes, a sparse file named by the VDI uuid
     its record    the framework metadata; its presence is what makes the VDI exist
                   (the commit point). Where it lives is the driver's choice
-                  (``drivers.files.meta``): ``<uuid>.json`` written whole and renamed
+                  (``framework.files.meta``): ``<uuid>.json`` written whole and renamed
                   into place (``local``), or the ``user.srkit.meta`` xattr of the
                   ``.raw`` itself (``gluster``)
     anything else of ours (``<uuid>.json.tmp``, ``<uuid>.raw.revert``, ``.probe-*``,
@@ -24,10 +24,10 @@ import fcntl
 import os
 import time
 
-from framework import crash, sparse
+from framework import crash
 from framework.driver import Volume
 from framework.errors import SRError
-from drivers.files.meta import META, TMP, SidecarMeta, fsync_dir as _fsync_dir
+from framework.files.meta import META, TMP, SidecarMeta, fsync_dir as _fsync_dir
 
 MARKER = '.srkit-sr'
 RAW = '.raw'
@@ -35,6 +35,12 @@ REVERT = '.revert'
 PROBE = '.probe-'
 SCRATCH = (META + TMP, RAW + REVERT)   # <uuid>.json.tmp, <uuid>.raw.revert
 OURS = (RAW, META) + SCRATCH
+
+
+def _sparse_copy(src, fd, dst):
+    # imported here: only copies and extents need it, not the common commands
+    from framework import sparse
+    return sparse.clone_into(src, fd)
 
 
 def _unlink(path):
@@ -51,7 +57,7 @@ class FileStore(object):
     """The VDI files of one SR directory. ``owner`` prefixes crash-point names
     (the SR type, e.g. 'local'); ``keep_prefixes`` starts the names of the driver's
     own per-VDI files (leases), removed with the SR; ``meta``
-    is where records live (``drivers.files.meta``; default: sidecar ``.json``);
+    is where records live (``framework.files.meta``; default: sidecar ``.json``);
     ``copier(src_path, fd, dst_path)`` fills a new file with a copy of another and
     returns how (default ``framework.sparse.clone_into``: reflink, copy_file_range,
     or a sparse read/write copy)."""
@@ -62,7 +68,7 @@ class FileStore(object):
         self.log = log
         self.keep_prefixes = tuple(keep_prefixes)
         self.meta = meta or SidecarMeta()
-        self.copier = copier or (lambda src, fd, dst: sparse.clone_into(src, fd))
+        self.copier = copier or _sparse_copy
 
     def _point(self, command, step):
         crash.point('%s.%s.%s' % (self.owner, command, step))
@@ -140,6 +146,7 @@ class FileStore(object):
         return found
 
     def extents(self, uuid):
+        from framework import sparse
         fd = os.open(self.raw(uuid), os.O_RDONLY)
         try:
             return sparse.data_extents(fd)

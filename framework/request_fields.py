@@ -1,19 +1,14 @@
-"""Values in a request: parsed and checked before any backend is touched.
+"""The fields of a request, parsed and checked before any backend is touched.
 
-Sizes, uuids, locations, names; and new uuids. A bad value is the SR fault the
-command's callers expect (79 for sizes, 143 for uuids, 144 for locations).
+Sizes, uuids, locations, names, flags. A bad value is the SR fault the command's
+callers expect (79 for sizes, 143 for uuids, 144 for locations). Values a command
+makes itself (a new uuid, the time) are in framework.new_values; the driver's own
+answers (is a primitive there, which volume is at a location) come from the
+Invocation (framework.invocation).
 """
 
-import os
-import time
-
-from framework import driver as contract
 from framework.errors import SRError
 from framework.wire import is_xml_char
-
-
-def vdi_info(uuid, location):
-    return {'uuid': uuid, 'location': location}
 
 
 _DIGITS = frozenset('0123456789')
@@ -67,31 +62,3 @@ def check_xml_text(*texts):
 
 def flag(text):
     return str(text).lower() == 'true'
-
-
-def now():
-    return time.strftime('%Y%m%dT%H:%M:%SZ', time.gmtime())
-
-
-def require(inv, primitive):
-    if not contract.implements(inv.driver_cls, primitive):
-        raise SRError('Unimplemented', '%s SRs do not support %s'
-                      % (inv.driver_cls.name, inv.command))
-
-
-def volume_at(inv, location=None):
-    location = check_location(location or inv.request.get('vdi_location'))
-    volume = inv.driver.get(location)
-    if volume is None:
-        raise SRError('VDIMissing', 'no VDI at location %s in SR %s'
-                      % (location, inv.sr_uuid))
-    return volume
-
-
-def new_uuid():
-    # uuid4 by hand: importing the uuid module costs more than this whole call
-    b = bytearray(os.urandom(16))
-    b[6] = (b[6] & 0x0F) | 0x40
-    b[8] = (b[8] & 0x3F) | 0x80
-    h = ''.join('%02x' % x for x in b)
-    return '%s-%s-%s-%s-%s' % (h[:8], h[8:12], h[12:16], h[16:20], h[20:])

@@ -1,5 +1,5 @@
-"""Run one export or import described by a job (``framework.export.host`` builds
-it from what xapi says about the SR and VDI)::
+"""One transfer: the export or import of one VDI, described by a job
+(``framework.export.host`` builds it from what xapi says about the SR and VDI)::
 
     {"sr_type", "sr_uuid", "sr_ref", "device_config" (the PBD's, with SRmaster),
      "host_ref", "session_ref", "vdi_uuid", "vdi_location", ...}
@@ -23,7 +23,7 @@ from framework.errors import SRError
 def _invocation(job, log):
     from framework import registry, wire
     from framework import driver as contract
-    from framework.commands import Invocation
+    from framework.invocation import Invocation
     cls = registry.load(job['sr_type'])
     contract.check(cls)
     params = {'sr_uuid': job['sr_uuid'], 'vdi_uuid': job.get('vdi_uuid', ''),

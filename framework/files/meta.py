@@ -7,7 +7,7 @@ needs no second file (one entry less to heal on a replicated volume), and no cop
 of the data (copy_file_range, reflink, ``cp``) ever carries it, so a snapshot can
 never inherit its parent's identity.
 
-Both offer the same operations to ``drivers.files.store.FileStore``.
+Both offer the same operations to ``framework.files.store.FileStore``.
 """
 
 import errno
