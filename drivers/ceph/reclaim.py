@@ -106,14 +106,19 @@ class Reclaim(object):
         owner = snap[len(L.CLONE_SNAP_PREFIX):] if snap.startswith(L.CLONE_SNAP_PREFIX) else snap
         if self.index.in_flight(owner, ignore):
             return False
+        if snap not in set(s['name'] for s in img.list_snaps()):
+            return True   # no such snapshot (any more)
         try:
             with self.images.open(image, read_only=True, snapshot=snap) as s:
                 if list(s.list_children2()):
                     return False
         except SRError as e:
-            if e.name == 'VDIMissing':
-                return True   # no such snapshot (any more)
-            raise
+            if e.name != 'VDIMissing':
+                raise
+            # listed, yet librbd cannot open it: a create_snap killed before it wrote
+            # the snapshot's object map (ENOENT). Nothing can have been cloned from it.
+            self.ctx.log.info('image %s: snapshot %s cannot be opened (made half by a '
+                              'killed command); removing it' % (image, snap))
         if img.is_protected_snap(snap):
             img.unprotect_snap(snap)
         # librbd's removal is itself several steps (module doc): a kill inside it

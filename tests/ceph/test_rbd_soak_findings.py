@@ -1,4 +1,6 @@
-"""Issue 16, soak finding: a driver process killed while it held an image open
+"""What the crash soak (bench/crash_soak.py, issue 16) found on rbd.
+
+A driver process killed while it held an image open
 read-write, after its command had cleared its intent (no recovery step looks at
 that image), left its watch on the image for the OSD's ~30 s watch timeout, past
 the scans that should leave nothing of a killed command behind."""
@@ -53,3 +55,36 @@ def test_scan_blocklists_the_watch_a_killed_process_left_without_an_intent(pool,
     assert held == []   # the killed holder's record went with its watch
     pool.vdi_destroy(v)
     assert uuid not in sr.images()
+
+
+def test_a_snapshot_librbd_made_half_is_removed_by_the_scan(pool, sr, cluster):
+    """Soak finding: vdi_snapshot killed inside librbd's create_snap, after the
+    snapshot was in the image header but before its object map was written. librbd
+    then cannot open the snapshot (ENOENT), which the recovery took for "no such
+    snapshot": the intent went and the snapshot stayed, with no VDI, for good."""
+    v = pool.vdi_create(sr.ref, 4 * MiB, name_label="base")
+    base = sr.uuid_of(v)
+    env = pool.config.setdefault("extra_env", {})
+    env["SRKIT_CRASH_AT"] = "rbd.snapshot.after-snap"
+    try:
+        try:
+            pool.vdi_snapshot(v)
+        except Exception:
+            pass
+    finally:
+        env.pop("SRKIT_CRASH_AT", None)
+    assert pool.last_call.returncode == -9
+    [snap] = sr.snaps(base)
+    with sr.image(base, read_only=True) as img:
+        image_id = img.id()
+        snap_id = [s["id"] for s in img.list_snaps() if s["name"] == snap][0]
+    io = cluster.open_ioctx(sr.pool_name)
+    try:
+        io.set_namespace(sr.uuid)
+        io.remove_object("rbd_object_map.%s.%016x" % (image_id, snap_id))
+    finally:
+        io.close()
+    pool.sr_scan(sr.ref)
+    assert sr.snaps(base) == []
+    assert [r["uuid"] for r in pool.records("VDI")] == [base]
+    assert not [k for k in sr.index() if k.startswith("pending.")]
