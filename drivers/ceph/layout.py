@@ -106,3 +106,12 @@ class Entry(object):
 
     def __repr__(self):
         return 'Entry(%s %s %s@%s)' % (self.uuid, self.kind, self.image, self.snap)
+
+
+def forget_record(img, uuid):
+    """Remove VDI ``uuid``'s record from the metadata of the open image ``img`` (a
+    record already gone is fine: the step is redone after a kill)."""
+    try:
+        img.metadata_remove(META_VDI_PREFIX + uuid)
+    except KeyError:
+        pass

@@ -61,10 +61,7 @@ class Reclaim(object):
         keep = None
         try:
             with self.images.open(image) as img:
-                try:
-                    img.metadata_remove(L.META_VDI_PREFIX + uuid)
-                except KeyError:
-                    pass
+                L.forget_record(img, uuid)
                 crash.point('rbd.destroy.after-meta')
                 self.index.update(remove=(L.VDI_PREFIX + uuid, L.USED_PREFIX + uuid))
                 crash.point('rbd.destroy.after-index')

@@ -91,10 +91,7 @@ class Recovery(object):
         image, snap = intent['image'], intent.get('snap') or intent['uuid']
         try:
             with self.images.open(image) as img:
-                try:
-                    img.metadata_remove(L.META_VDI_PREFIX + snap)
-                except KeyError:
-                    pass
+                L.forget_record(img, snap)
                 self.reclaim.finish_trashed_snaps(img, image)   # an undo killed inside librbd
                 self.reclaim.drop_snap_if_unused(img, image, snap, ignore=intent['uuid'])
         except SRError:

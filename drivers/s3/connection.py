@@ -127,6 +127,16 @@ def is_missing(e):
     return code in ('NoSuchKey', '404', 'NotFound') or status == 404
 
 
+def get_or_none(client, bucket, key):
+    """The GetObject reply of ``key``, or None when there is no such object."""
+    try:
+        return client.get_object(Bucket=bucket, Key=key)
+    except Exception as e:
+        if is_missing(e):
+            return None
+        raise
+
+
 def is_precondition(e):
     code, status = error_code(e)
     return code in ('PreconditionFailed', '412', 'ConditionalRequestConflict') \

@@ -22,12 +22,9 @@ from drivers.s3 import connection
 
 def read(client, bucket, key):
     """(lease dict, etag) or (None, None)."""
-    try:
-        reply = client.get_object(Bucket=bucket, Key=key)
-    except Exception as e:
-        if connection.is_missing(e):
-            return None, None
-        raise
+    reply = connection.get_or_none(client, bucket, key)
+    if reply is None:
+        return None, None
     try:
         return json.loads(reply['Body'].read().decode('utf-8')), reply.get('ETag')
     except ValueError:

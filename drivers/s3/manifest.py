@@ -41,12 +41,9 @@ def decode(body):
 
 def load(client, bucket, key):
     """(doc, etag), or (None, None) when there is no such manifest."""
-    try:
-        reply = client.get_object(Bucket=bucket, Key=key)
-    except Exception as e:
-        if connection.is_missing(e):
-            return None, None
-        raise
+    reply = connection.get_or_none(client, bucket, key)
+    if reply is None:
+        return None, None
     return decode(reply['Body'].read()), reply.get('ETag')
 
 
