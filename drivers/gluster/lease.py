@@ -96,6 +96,11 @@ def release(root, uuid, host, log):
 def check(root, uuid, what):
     held = read(root, uuid)
     if held is not None:
+        # a lease its holder just released on another host can still be served from
+        # this client's caches for their lifetime (as in ``take``): look once more
+        time.sleep(CACHE_LIFETIME)
+        held = read(root, uuid)
+    if held is not None:
         raise SRError('VDIInUse', 'cannot %s VDI %s: it is active read-write on host %s '
                       'since %s' % (what, uuid, (held or {}).get('host') or '?',
                                     (held or {}).get('since') or '?'))

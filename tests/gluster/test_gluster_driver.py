@@ -268,6 +268,21 @@ def test_delete_of_a_vdi_active_elsewhere_is_refused(pool, sr):
     pool.vdi_detach(vdi, host=h1)
 
 
+def test_delete_right_after_the_other_host_let_go_is_not_refused(pool, sr):
+    """Issue 16 (the two-hosts load): a VDI deactivated on host 1 and deleted at once on
+    the master was refused with VDI_IN_USE, because the master's FUSE client still
+    served the removed lease file from its caches (~1 s)."""
+    vdi = pool.vdi_create(sr.ref, MiB, name_label="let go")
+    uuid = sr.uuid_of(vdi)
+    h0, h1 = pool.hosts
+    pool.vdi_attach(vdi, host=h1)
+    with pytest.raises(XapiError):   # the master's client has now seen the lease
+        pool.call("vdi_delete", host=h0, vdi=vdi)
+    pool.vdi_detach(vdi, host=h1)
+    pool.call("vdi_delete", host=h0, vdi=vdi)
+    assert not os.path.exists(sr.brick_file(uuid))
+
+
 # --- probe ----------------------------------------------------------------------------------
 
 def test_probe_lists_sr_directories_with_their_sizes(pool, sr, gluster_env):
