@@ -39,23 +39,40 @@ class Watchers(object):
     def _dir(self):
         return os.path.join(self.ctx.state_dir, 'clients')
 
+    def _path(self, client_id):
+        return os.path.join(self._dir(), '%d.json' % int(client_id))
+
+    @staticmethod
+    def _read(path):
+        """The record at ``path``; None when it is missing or unreadable."""
+        import json
+        try:
+            with open(path) as f:
+                return json.load(f)
+        except (IOError, OSError, ValueError):
+            return None
+
+    def _write(self, path, record):
+        """Write ``record`` at ``path`` in one rename (IOError/OSError to the caller)."""
+        import json
+        if not os.path.isdir(self._dir()):
+            os.makedirs(self._dir(), 0o700)
+        with open(path + '.tmp', 'w') as f:
+            json.dump(record, f)
+        os.rename(path + '.tmp', path)
+
     def register_self(self):
         """Record this process's client (once per process), before its first
         read-write open."""
-        import json
         if self._registered:
             return
         self._registered = True
         rados = self.ctx.cluster.rados
         record = process_record()
         record['addr'] = rados.get_addrs() if hasattr(rados, 'get_addrs') else ''
-        path = os.path.join(self._dir(), '%d.json' % rados.get_instance_id())
+        path = self._path(rados.get_instance_id())
         try:
-            if not os.path.isdir(self._dir()):
-                os.makedirs(self._dir(), 0o700)
-            with open(path + '.tmp', 'w') as f:
-                json.dump(record, f)
-            os.rename(path + '.tmp', path)
+            self._write(path, record)
         except (IOError, OSError) as e:
             self.ctx.log.error('recording client %s: %s' % (path, e))
 
@@ -68,51 +85,41 @@ class Watchers(object):
         client another process of this host recorded first is not the daemon's, nor
         one from another address than this process's own (another host that opened
         the image during the attach: it must never be taken for a dead daemon)."""
-        import json
         record = {'boot': boot_id(), 'pid': int(pid), 'start': start_time(int(pid)),
                   'host': os.uname()[1], 'since': int(time.time()), 'datapath': vdi}
         rados = self.ctx.cluster.rados
         here = _ip_of(rados.get_addrs()) if hasattr(rados, 'get_addrs') else ''
         for client in clients:
-            path = os.path.join(self._dir(), '%d.json' % int(client['id']))
+            path = self._path(client['id'])
             if os.path.exists(path) or (here and _ip_of(client.get('addr', '')) != here):
                 continue
             try:
-                if not os.path.isdir(self._dir()):
-                    os.makedirs(self._dir(), 0o700)
-                with open(path + '.tmp', 'w') as f:
-                    json.dump(dict(record, addr=client.get('addr', '')), f)
-                os.rename(path + '.tmp', path)
+                self._write(path, dict(record, addr=client.get('addr', '')))
             except (IOError, OSError) as e:
                 self.ctx.log.error('recording datapath client %s: %s' % (path, e))
 
     def dead(self, watcher_id):
         """The record path of ``watcher_id`` if it is a dead process of this host."""
-        import json
-        path = os.path.join(self._dir(), '%d.json' % int(watcher_id))
-        try:
-            with open(path) as f:
-                record = json.load(f)
-        except (IOError, OSError, ValueError):
-            return None
-        return path if is_dead(record) else None
+        path = self._path(watcher_id)
+        record = self._read(path)
+        return path if record is not None and is_dead(record) else None
 
     def note_open(self, name):
         """Add image ``name`` to this process's record before a read-write open: if
         the process is killed before it closes the image, ``prune`` knows where its
         watch is."""
-        import json
-        path = os.path.join(self._dir(), '%d.json' % self.ctx.cluster.rados.get_instance_id())
+        path = self._path(self.ctx.cluster.rados.get_instance_id())
+        record = self._read(path)
+        if record is None:
+            self.ctx.log.error('recording image %s: no readable client record %s'
+                               % (name, path))
+            return
+        if name in record.get('images', ()):
+            return
+        record['images'] = record.get('images', []) + [name]
         try:
-            with open(path) as f:
-                record = json.load(f)
-            if name in record.get('images', ()):
-                return
-            record['images'] = record.get('images', []) + [name]
-            with open(path + '.tmp', 'w') as f:
-                json.dump(record, f)
-            os.rename(path + '.tmp', path)
-        except (IOError, OSError, ValueError) as e:
+            self._write(path, record)
+        except (IOError, OSError) as e:
             self.ctx.log.error('recording image %s in %s: %s' % (name, path, e))
 
     def prune(self):
@@ -122,7 +129,6 @@ class Watchers(object):
         record names are checked now and its watch blocklisted (``evict_dead``), so
         a scan leaves nothing of a killed command behind. The records of other dead
         clients go once their watches have timed out."""
-        import json
         now = time.time()
         try:
             names = os.listdir(self._dir())
@@ -133,9 +139,8 @@ class Watchers(object):
             try:
                 if not name.endswith('.json'):
                     continue
-                with open(path) as f:
-                    record = json.load(f)
-                if not is_dead(record):
+                record = self._read(path)
+                if record is None or not is_dead(record):
                     continue
                 young = now - os.path.getmtime(path) <= RECORD_TTL
                 for image in record.get('images', ()) if young else ():
@@ -187,13 +192,9 @@ class Watchers(object):
         """Whether a watcher is a datapath daemon of this host whose attachment is
         already detached: it is on its way out (its detach waits for it to go), so
         a command waits for it rather than failing with VDIInUse."""
-        import json
         from drivers.ceph import datapath
-        path = os.path.join(self._dir(), '%d.json' % int(watcher_id))
-        try:
-            with open(path) as f:
-                record = json.load(f)
-        except (IOError, OSError, ValueError):
+        record = self._read(self._path(watcher_id))
+        if record is None:
             return False
         vdi = record.get('datapath')
         return bool(vdi) and datapath.load_record(self.ctx.state_dir, vdi) is None
