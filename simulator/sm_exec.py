@@ -26,8 +26,6 @@ import subprocess
 import time
 import uuid as uuidlib
 import xmlrpc.client
-from dataclasses import dataclass, field
-from xml.sax.saxutils import escape
 
 from simulator.errors import XapiError
 
@@ -59,6 +57,12 @@ TASK_NAMES = {
 
 
 # -- encoder (xapi's xMLRPC.ml To.*) -------------------------------------------
+def escape(text):
+    # xml.sax.saxutils.escape, without the import of urllib.request it drags in: every
+    # `srkit xe` command pays for this module
+    return text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
+
+
 def encode_value(v):
     if isinstance(v, bool):
         return "<value><boolean>%d</boolean></value>" % v
@@ -101,20 +105,19 @@ def subtask_of(command):
 
 
 # -- running -------------------------------------------------------------------
-@dataclass
 class CallRecord:
-    """What one driver invocation did (``Pool.last_call``)."""
-    command: str
-    executable: str
-    document: str
-    host: str = ""
-    returncode: int = None
-    stdout: str = ""
-    stderr: str = ""
-    seconds: float = 0.0
-    result: object = None
-    error: XapiError = None
-    request: dict = field(default_factory=dict)
+    """What one driver invocation did (``Pool.last_call``). A plain class: importing
+    dataclasses costs every `srkit xe` command more than the class is worth."""
+
+    def __init__(self, command, executable, document, host="", returncode=None, stdout="",
+                 stderr="", seconds=0.0, result=None, error=None, request=None):
+        self.command, self.executable, self.document = command, executable, document
+        self.host, self.returncode, self.stdout, self.stderr = host, returncode, stdout, stderr
+        self.seconds, self.result, self.error = seconds, result, error
+        self.request = {} if request is None else request
+
+    def __repr__(self):
+        return "CallRecord(%s)" % ", ".join("%s=%r" % kv for kv in vars(self).items())
 
 
 def driver_env(hooks, extra_env=None, pythonpath=None):

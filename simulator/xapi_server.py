@@ -6,12 +6,14 @@ Runs in background threads of the calling process while drivers run.
 Every reply is xapi's envelope: ``{'Status': 'Success', 'Value': v}`` or
 ``{'Status': 'Failure', 'ErrorDescription': [code, params...]}``.
 """
+import http.server
 import os
 import socketserver
+import sys
 import tempfile
 import threading
 import traceback
-from xmlrpc.server import SimpleXMLRPCDispatcher, SimpleXMLRPCRequestHandler
+import xmlrpc.client
 
 from simulator.errors import XapiError
 from simulator.xapi_api import XapiApi
@@ -19,68 +21,75 @@ from simulator.xapi_api import XapiApi
 MAX_SOCKET_PATH = 100  # sun_path is 108 bytes
 
 
-class _Handler(SimpleXMLRPCRequestHandler):
+def _envelope(api, method, params):
+    """xapi's reply envelope around one :class:`XapiApi` call."""
+    try:
+        return {"Status": "Success", "Value": api.call(method, params)}
+    except XapiError as e:
+        return {"Status": "Failure", "ErrorDescription": e.description}
+    except Exception as e:  # a simulator bug must not look like a driver bug
+        api.log("INTERNAL_ERROR in %s: %s" % (method, traceback.format_exc()))
+        return {"Status": "Failure", "ErrorDescription": ["INTERNAL_ERROR", str(e)]}
+
+
+class _Handler(http.server.BaseHTTPRequestHandler):
+    """XML-RPC over HTTP/1.1 on any path, as xapi accepts it. Not xmlrpc.server's
+    handler: importing that module (pydoc, inspect) costs every `srkit xe` command
+    more than the rest of the server, and xapi's envelope replaces its dispatch."""
     protocol_version = "HTTP/1.1"  # keep-alive, as XenAPI.py's transport expects
-    rpc_paths = ()  # xapi accepts any path
     disable_nagle_algorithm = False  # TCP_NODELAY makes no sense on a UNIX socket
 
+    def do_POST(self):
+        try:
+            body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
+            params, method = xmlrpc.client.loads(body, use_builtin_types=False)
+            reply = xmlrpc.client.dumps((_envelope(self.server.api, method, params),),
+                                        methodresponse=True, allow_none=True)
+        except Exception as e:  # not an XML-RPC call: a fault, as xmlrpc.server gives
+            reply = xmlrpc.client.dumps(xmlrpc.client.Fault(1, "%s:%s" % (type(e), e)),
+                                        allow_none=True)
+        data = reply.encode("utf-8")
+        self.send_response(200)
+        self.send_header("Content-Type", "text/xml")
+        self.send_header("Content-Length", str(len(data)))
+        self.end_headers()
+        self.wfile.write(data)
+
     def address_string(self):
-        return "unix"
-
-
-class _TcpHandler(SimpleXMLRPCRequestHandler):
-    protocol_version = "HTTP/1.1"
-    rpc_paths = ()
+        return "unix" if isinstance(self.client_address, str) else \
+            http.server.BaseHTTPRequestHandler.address_string(self)
 
     def log_message(self, *args):
         pass
 
 
-class _XapiDispatch(SimpleXMLRPCDispatcher):
-    """xapi's reply envelope around :class:`XapiApi`, for both transports."""
-
-    def _init_dispatch(self, api):
-        self.api = api
-        SimpleXMLRPCDispatcher.__init__(self, allow_none=True, encoding=None,
-                                        use_builtin_types=False)
-        self.logRequests = False
+class _Quiet:
+    """A driver killed mid-call (crash tests) or a client gone hangs up before its
+    reply: not an error."""
 
     def handle_error(self, request, client_address):
-        # a driver killed mid-call (crash tests) or a client gone hangs up before its
-        # reply: not an error
-        import sys
         if isinstance(sys.exc_info()[1], (BrokenPipeError, ConnectionResetError)):
             return
         socketserver.BaseServer.handle_error(self, request, client_address)
 
-    def _dispatch(self, method, params):
-        try:
-            return {"Status": "Success", "Value": self.api.call(method, params)}
-        except XapiError as e:
-            return {"Status": "Failure", "ErrorDescription": e.description}
-        except Exception as e:  # a simulator bug must not look like a driver bug
-            self.api.log("INTERNAL_ERROR in %s: %s" % (method, traceback.format_exc()))
-            return {"Status": "Failure", "ErrorDescription": ["INTERNAL_ERROR", str(e)]}
 
-
-class _UnixXMLRPCServer(socketserver.ThreadingMixIn, _XapiDispatch,
-                        socketserver.UnixStreamServer):
+class _UnixXMLRPCServer(_Quiet, socketserver.ThreadingMixIn, socketserver.UnixStreamServer):
     daemon_threads = True
     block_on_close = False
 
     def __init__(self, path, api):
-        self._init_dispatch(api)
+        self.api = api
         socketserver.UnixStreamServer.__init__(self, path, _Handler)
 
 
-class _TcpXMLRPCServer(socketserver.ThreadingMixIn, _XapiDispatch, socketserver.TCPServer):
+class _TcpXMLRPCServer(_Quiet, socketserver.ThreadingMixIn, socketserver.TCPServer):
     daemon_threads = True
     block_on_close = False
     allow_reuse_address = True
 
     def __init__(self, address, api):
-        self._init_dispatch(api)
-        socketserver.TCPServer.__init__(self, address, _TcpHandler)
+        self.api = api
+        socketserver.TCPServer.__init__(self, address, _Handler)
 
 
 def socket_path_for(pool_dir):
@@ -113,7 +122,9 @@ class XapiServer:
             if self._server is None:
                 self.path = socket_path_for(self.pool_dir)
                 self._server = _UnixXMLRPCServer(self.path, self.api)
-                threading.Thread(target=self._server.serve_forever, args=(0.05,),
+                # stop() waits for the loop to see the request: up to one interval at
+                # the end of every `srkit xe` command that called a driver
+                threading.Thread(target=self._server.serve_forever, args=(0.01,),
                                  name="srkit-xapi", daemon=True).start()
         return self.path
 
