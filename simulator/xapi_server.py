@@ -55,11 +55,7 @@ class _Handler(http.server.BaseHTTPRequestHandler):
         self.end_headers()
         self.wfile.write(data)
 
-    def address_string(self):
-        return "unix" if isinstance(self.client_address, str) else \
-            http.server.BaseHTTPRequestHandler.address_string(self)
-
-    def log_message(self, *args):
+    def log_message(self, *args):   # the pool's log has the calls; stderr is the CLI's
         pass
 
 
