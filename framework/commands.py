@@ -20,6 +20,7 @@ from framework.invocation import Invocation
 from framework.locks import sr_lock, vdi_lock
 from framework.markers import Marker, attached_here
 from framework.options import configuration, is_sr_master
+from framework.wire import xml_text
 from framework.new_values import new_uuid, now
 from framework.request_fields import (
     check_location, check_uuid, check_vdi_size, check_xml_text, flag, is_location,
@@ -101,14 +102,10 @@ def sr_probe(inv):
         for tag, key in (('UUID', 'uuid'), ('Size', 'size'), ('name_label', 'name_label'),
                          ('name_description', 'name_description'), ('Aggregate', 'aggregate')):
             if sr.get(key) not in (None, ''):
-                lines.append('\t\t<%s>%s</%s>' % (tag, _xml_text(str(sr[key])), tag))
+                lines.append('\t\t<%s>%s</%s>' % (tag, xml_text(str(sr[key])), tag))
         lines.append('\t</SR>')
     lines.append('</SRlist>')
     return '\n'.join(lines) + '\n'
-
-
-def _xml_text(text):
-    return text.replace('&', '&amp;').replace('<', '&lt;').replace('>', '&gt;')
 
 
 # --- VDI commands ------------------------------------------------------------------

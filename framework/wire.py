@@ -226,8 +226,13 @@ def check_types(params):
 
 # --- encoding ------------------------------------------------------------------
 
+def xml_text(text):
+    """``text`` as XML character data: &, < and > escaped."""
+    return text.replace('&', '&amp;').replace('<', '&lt;').replace('>', '&gt;')
+
+
 def _escape(text):
-    text = text.replace('&', '&amp;').replace('<', '&lt;').replace('>', '&gt;')
+    text = xml_text(text)
     if any(not is_xml_char(c) for c in text):
         # a reply must stay a valid document even when it quotes bad input
         text = ''.join(c if is_xml_char(c) else '\\x%02x' % ord(c) for c in text)

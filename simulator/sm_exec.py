@@ -27,6 +27,7 @@ import time
 import uuid as uuidlib
 import xmlrpc.client
 
+from framework.wire import xml_text
 from simulator.errors import XapiError
 
 XAPI_PATH = "/sbin:/usr/sbin:/bin:/usr/bin"
@@ -57,24 +58,18 @@ TASK_NAMES = {
 
 
 # -- encoder (xapi's xMLRPC.ml To.*) -------------------------------------------
-def escape(text):
-    # xml.sax.saxutils.escape, without the import of urllib.request it drags in: every
-    # `srkit xe` command pays for this module
-    return text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
-
-
 def encode_value(v):
     if isinstance(v, bool):
         return "<value><boolean>%d</boolean></value>" % v
     if isinstance(v, int):
         return "<value><int>%d</int></value>" % v
     if isinstance(v, str):
-        return "<value>%s</value>" % escape(v) if v else "<value/>"
+        return "<value>%s</value>" % xml_text(v) if v else "<value/>"
     if isinstance(v, dict):
         if not v:
             return "<value><struct/></value>"
         return "<value><struct>%s</struct></value>" % "".join(
-            "<member><name>%s</name>%s</member>" % (escape(str(k)), encode_value(x))
+            "<member><name>%s</name>%s</member>" % (xml_text(str(k)), encode_value(x))
             for k, x in v.items())
     if isinstance(v, (list, tuple)):
         if not v:
@@ -87,7 +82,7 @@ def encode_value(v):
 def encode_call(method, param):
     """One methodCall document with one parameter, byte for byte as xapi builds it."""
     return ("<methodCall><methodName>%s</methodName><params><param>%s</param></params>"
-            "</methodCall>" % (escape(method), encode_value(param)))
+            "</methodCall>" % (xml_text(method), encode_value(param)))
 
 
 def build_request(command, **keys):
