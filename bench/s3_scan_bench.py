@@ -4,8 +4,8 @@
 
 sr_scan runs collect_garbage(), list() and sr_stats() in one process (framework/scan.py).
 They share one gc.Survey: one listing of the SR, one more of its manifests to confirm
-it, one GET per manifest. This counts the requests the driver sends through boto3's
-own event hook, and the time, against the three reading everything each on their own
+it, one GET per manifest. This counts the requests the driver's S3 client answered
+(its own counter), and the time, against the three reading everything each on their own
 (what the driver did before the survey).
 """
 import argparse
@@ -54,11 +54,10 @@ def main():
 
     def counted(fn):
         d = driver()
-        sent = []
-        d.client.meta.events.register("before-send", lambda **kw: sent.append(1))
+        before = d.client.requests
         t = time.monotonic()
         fn(d)
-        return len(sent), time.monotonic() - t
+        return d.client.requests - before, time.monotonic() - t
 
     def shared(d):          # what framework/scan.py runs
         d.collect_garbage()

@@ -34,7 +34,6 @@ NEEDS = (
     ('rbd',     'rbd-fuse',             OPTIONAL, 'rbd-fuse',        'datapath=fuse'),
     ('gluster', 'glusterfs-fuse',       REQUIRED, 'mount.glusterfs', 'every command'),
     ('gluster', 'glusterfs-api',        OPTIONAL, 'libgfapi',        'server_copy=reflink'),
-    ('s3',      'python36-boto3',       REQUIRED, 'boto3',           'every command'),
     ('s3',      'python36-zstandard',   REQUIRED, 'zstandard',       'compression (the default)'),
     ('s3',      'nbd',                  REQUIRED, 'nbd-client',      'attach (the kernel NBD client)'),
     ('s3',      'nbdfuse',              OPTIONAL, 'nbdfuse',         'attach where the nbd module is missing'),

@@ -1,8 +1,7 @@
-"""device-config checks, the boto3 client, and S3 errors as SR faults.
+"""device-config checks, the S3 client, and S3 errors as SR faults.
 
-boto3 is imported here and only when an S3 call is about to be made. Every
-network wait is bounded (connect/read timeouts, few retries), so an unreachable
-endpoint or a wrong key is a fault 47 within seconds, never a hang.
+Every network wait is bounded (connect/read timeouts, two attempts), so an
+unreachable endpoint or a wrong key is a fault 47 within seconds, never a hang.
 """
 
 import os
@@ -68,51 +67,18 @@ def client_settings(config):
 
 
 def make_client(config):
-    import boto3
-    from botocore.config import Config
-    verify = config.get('ca_bundle') or (config.get('verify_tls') != 'false')
-    client = boto3.session.Session().client(
-        's3', endpoint_url=config['endpoint'], region_name=config.get('region') or 'us-east-1',
-        aws_access_key_id=config.get('access_key') or None,
-        aws_secret_access_key=config.get('secret_key') or None, verify=verify,
-        config=Config(connect_timeout=CONNECT_TIMEOUT, read_timeout=READ_TIMEOUT,
-                      retries={'max_attempts': ATTEMPTS}, max_pool_connections=16,
-                      s3={'addressing_style': 'path'}))
-    _enable_conditional_headers(client)
-    return client
-
-
-def _enable_conditional_headers(client):
-    """Let put/delete carry If-None-Match / If-Match even where the installed
-    botocore predates those parameters: pass them as ``Conditional={...}``.
-
-    An ETag goes out without its quotes: radosgw 16 compares If-Match on PUT with
-    the bare stored ETag (a quoted one never matches, 412), and SeaweedFS and AWS
-    accept both forms (docs/s3.md, "Where the servers differ")."""
-    import threading
-    local = threading.local()
-
-    def stash(params, **kwargs):
-        local.headers = params.pop('Conditional', None)
-
-    def inject(request, **kwargs):
-        headers = getattr(local, 'headers', None)
-        if headers:
-            for name, value in headers.items():
-                request.headers[name] = bare_etag(value)
-            local.headers = None
-
-    for op in ('PutObject', 'DeleteObject'):
-        client.meta.events.register('before-parameter-build.s3.%s' % op, stash)
-        client.meta.events.register('before-sign.s3.%s' % op, inject)
-
-
-def bare_etag(etag):
-    """An ETag as radosgw compares it: no quotes ('*' stays '*')."""
-    etag = str(etag)
-    if len(etag) >= 2 and etag[0] == etag[-1] == '"':
-        return etag[1:-1]
-    return etag
+    """Our S3 client (s3client.py) for a validated device-config. Without keys, the
+    environment's AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY, else anonymous requests."""
+    from drivers.s3 import s3client
+    access, secret = config.get('access_key'), config.get('secret_key')
+    if not access:
+        access = os.environ.get('AWS_ACCESS_KEY_ID')
+        secret = os.environ.get('AWS_SECRET_ACCESS_KEY')
+    return s3client.Client(
+        config['endpoint'], region=config.get('region') or 'us-east-1',
+        access_key=access or None, secret_key=secret or None,
+        verify=config.get('ca_bundle') or (config.get('verify_tls') != 'false'),
+        connect_timeout=CONNECT_TIMEOUT, read_timeout=READ_TIMEOUT, attempts=ATTEMPTS)
 
 
 def error_code(e):
@@ -144,15 +110,14 @@ def is_precondition(e):
 
 
 def fault(e, doing, name='SMGeneral'):
-    """An SRError for an exception escaping boto3/botocore while ``doing``."""
+    """An SRError for an exception escaping the S3 client while ``doing``."""
+    from drivers.s3 import s3client
     if isinstance(e, SRError):
         return e
     code, status = error_code(e)
     kind = type(e).__name__
-    if code in ('InvalidAccessKeyId', 'SignatureDoesNotMatch', 'AccessDenied', '403',
-                'NoSuchBucket') or status in (401, 403) or kind in (
-                    'EndpointConnectionError', 'ConnectTimeoutError', 'ReadTimeoutError',
-                    'ConnectionClosedError', 'NoCredentialsError', 'SSLError',
-                    'ProxyConnectionError'):
+    if isinstance(e, s3client.Unreachable) or code in (
+            'InvalidAccessKeyId', 'SignatureDoesNotMatch', 'AccessDenied', '403',
+            'NoSuchBucket') or status in (401, 403):
         return SRError('SRUnavailable', '%s: %s %s' % (doing, kind, code or e))
     return SRError(name, '%s: %s' % (doing, e))

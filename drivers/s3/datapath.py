@@ -30,7 +30,7 @@ from framework.files import fusedev as fuse
 from drivers.s3 import nbd_device
 
 CHOICES = ('auto', 'nbd', 'fuse')
-START_TIMEOUT = 120.0     # a cold python + boto3 start on a loaded host (a TCG guest: ~30 s)
+START_TIMEOUT = 120.0     # a cold python start on a loaded host, with margin (a TCG guest: seconds)
 FLUSH_TIMEOUT = 600.0
 SERVER = os.path.join(os.path.dirname(os.path.realpath(__file__)), 'nbd_server.py')
 FUSE_PACKAGES = 'nbdfuse (libnbd-bin on Debian, libnbd on EL) and fuse3'

