@@ -60,7 +60,7 @@ class Disk(object):
         if self.doc is None:
             raise RuntimeError('no manifest %s' % self.key)
         self.cs = self.doc['chunk_size']
-        self.zero = memoryview(bytes(self.cs))
+        self.zeros = memoryview(bytes(self.cs))   # not `zero`: that is the method
         self.lock = threading.Lock()
         self.flush_lock = threading.Lock()
         self.dirty = set()        # indexes with a dirty/<index> file
@@ -125,12 +125,12 @@ class Disk(object):
                 else:
                     digest = self.doc['chunks'].get(str(index))
             if data is None and digest is None:
-                data = self.zero[within:within + n]
+                data = self.zeros[within:within + n]
             elif data is None:
                 data = memoryview(self.clean.get(digest))[within:within + n]
             view[pos:pos + len(data)] = data
             if len(data) < n:
-                view[pos + len(data):pos + n] = self.zero[:n - len(data)]
+                view[pos + len(data):pos + n] = self.zeros[:n - len(data)]
             pos += n
 
     # --- writing ----------------------------------------------------------------------
@@ -159,7 +159,7 @@ class Disk(object):
                             f.truncate(self.cs)
                         self.dirty.add(index)
             elif partial:
-                self._write_chunk(index, within, self.zero[:n])
+                self._write_chunk(index, within, self.zeros[:n])
             offset += n
 
     def _write_chunk(self, index, within, data):

@@ -156,3 +156,28 @@ def test_a_large_sequential_read_matches_through_the_read_ahead(pool, sr):
     finally:
         pool.vdi_detach(v)
     assert bytes(got[:size]) == data and got[size:] == bytes(CHUNK)   # the hole reads zeros
+
+
+def test_discard_and_write_zeroes_reach_the_disk(pool, sr):
+    """blkdiscard on the attached device (TRIM: the chunks it covers whole become holes)
+    and blkdiscard -z (WRITE_ZEROES, partial chunks too) through the NBD server to the
+    disk: the manifest loses the trimmed chunks, the bytes read back as zeros. The
+    server answered EIO to both until the disk's zero() stopped being shadowed."""
+    import subprocess
+    v = pool.vdi_create(sr.ref, 4 * CHUNK, name_label="trim")
+    uuid = sr.location(v)
+    full = pattern("full", 4 * CHUNK)
+    path = pool.vdi_attach(v)["params"]
+    try:
+        write_at(path, 0, full)
+        subprocess.run(["blkdiscard", "-o", str(CHUNK), "-l", str(2 * CHUNK), path], check=True)
+        subprocess.run(["blkdiscard", "-z", "-o", str(3 * CHUNK), "-l", str(64 * K), path],
+                       check=True)
+        fd = os.open(path, os.O_WRONLY)
+        os.fsync(fd)
+        os.close(fd)
+        assert sorted(sr.manifest(uuid)["chunks"]) == ["0", "3"]
+    finally:
+        pool.vdi_detach(v)
+    assert read_vdi(pool, v, 0, 4 * CHUNK) == (
+        full[:CHUNK] + bytes(2 * CHUNK) + bytes(64 * K) + full[3 * CHUNK + 64 * K:])
