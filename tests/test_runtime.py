@@ -57,3 +57,34 @@ def test_driver_executable_has_python3_shebang(driver):
     with open(driver) as f:
         assert f.readline().strip() == '#!/usr/bin/python3'
     assert os.access(driver, os.X_OK)
+
+
+def shadowed_methods(source):
+    """(class, name, line) where ``self.name = ...`` replaces a method of that class."""
+    import ast
+    found = []
+    for cls in ast.walk(ast.parse(source)):
+        if not isinstance(cls, ast.ClassDef):
+            continue
+        methods = {f.name for f in cls.body if isinstance(f, ast.FunctionDef)}
+        for node in ast.walk(cls):
+            for target in getattr(node, 'targets', ()):
+                if isinstance(target, ast.Attribute) and isinstance(target.value, ast.Name) \
+                        and target.value.id == 'self' and target.attr in methods:
+                    found.append((cls.name, target.attr, node.lineno))
+    return found
+
+
+def test_no_attribute_shadows_a_method():
+    # drivers/s3/disk.py had `self.zero = memoryview(...)` beside `def zero()`: every
+    # TRIM and WRITE_ZEROES then failed with EIO, and only a real device showed it
+    files = [f for d in ('framework', 'drivers', 'simulator')
+             for f in glob.glob(os.path.join(REPO, d, '**', '*.py'), recursive=True)]
+    found = [(os.path.relpath(f, REPO),) + s for f in files
+             for s in shadowed_methods(open(f).read())]
+    assert not found
+
+
+def test_shadowed_methods_finds_the_disk_bug():
+    assert shadowed_methods('class D:\n    def __init__(self):\n        self.zero = b""\n'
+                            '    def zero(self):\n        pass\n') == [('D', 'zero', 3)]
