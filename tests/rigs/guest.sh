@@ -220,7 +220,7 @@ EOF
 }
 
 case "${1:-}" in
-install) install ;;
+install) shift; install "$@" ;;
 run) shift; run "$@" ;;
 up|env|down) ;;   # nothing runs between guest boots
 *) sed -n '2,29p' "$0" >&2; exit 2 ;;
