@@ -12,7 +12,7 @@ import pytest
 
 from s3_guest import (admin, device_config, guest_s3, make_sr, nbds,  # noqa: F401
                       pool, servers_of, sr)
-from s3_rig import CHUNK, MiB, pattern, read_vdi
+from s3_rig import CHUNK, MiB, discard_and_sync, pattern, read_vdi
 from simulator.conformance import outcome
 from simulator.errors import XapiError
 from simulator.testkit import read_at, write_at
@@ -91,10 +91,7 @@ def test_discard_makes_holes(pool, sr):
     path = pool.vdi_attach(v)["params"]
     try:
         write_at(path, 0, pattern("full", 4 * CHUNK))
-        subprocess.run(["blkdiscard", "-o", str(CHUNK), "-l", str(2 * CHUNK), path], check=True)
-        fd = os.open(path, os.O_WRONLY)
-        os.fsync(fd)
-        os.close(fd)
+        discard_and_sync(path, CHUNK, 2 * CHUNK)
         assert sorted(sr.manifest(uuid)["chunks"]) == ["0", "3"]
     finally:
         pool.vdi_detach(v)

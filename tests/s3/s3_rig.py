@@ -106,3 +106,17 @@ def pattern(seed, length):
         block = hashlib.sha256(block).digest()
         out += block
     return bytes(out[:length])
+
+
+def discard_and_sync(path, offset, length, zeroes=False):
+    """blkdiscard (TRIM, or -z: WRITE_ZEROES) on an attached device, then fsync it: the
+    NBD server's flush stores what the discard made before this returns."""
+    import os
+    import subprocess
+    subprocess.run(["blkdiscard"] + (["-z"] if zeroes else []) +
+                   ["-o", str(offset), "-l", str(length), path], check=True)
+    fd = os.open(path, os.O_WRONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)

@@ -8,7 +8,7 @@ import threading
 
 import pytest
 
-from s3_rig import CHUNK, MiB, pattern, read_vdi
+from s3_rig import CHUNK, MiB, discard_and_sync, pattern, read_vdi
 from simulator.testkit import write_at
 from simulator.errors import XapiError
 
@@ -163,19 +163,14 @@ def test_discard_and_write_zeroes_reach_the_disk(pool, sr):
     and blkdiscard -z (WRITE_ZEROES, partial chunks too) through the NBD server to the
     disk: the manifest loses the trimmed chunks, the bytes read back as zeros. The
     server answered EIO to both until the disk's zero() stopped being shadowed."""
-    import subprocess
     v = pool.vdi_create(sr.ref, 4 * CHUNK, name_label="trim")
     uuid = sr.location(v)
     full = pattern("full", 4 * CHUNK)
     path = pool.vdi_attach(v)["params"]
     try:
         write_at(path, 0, full)
-        subprocess.run(["blkdiscard", "-o", str(CHUNK), "-l", str(2 * CHUNK), path], check=True)
-        subprocess.run(["blkdiscard", "-z", "-o", str(3 * CHUNK), "-l", str(64 * K), path],
-                       check=True)
-        fd = os.open(path, os.O_WRONLY)
-        os.fsync(fd)
-        os.close(fd)
+        discard_and_sync(path, CHUNK, 2 * CHUNK)
+        discard_and_sync(path, 3 * CHUNK, 64 * K, zeroes=True)
         assert sorted(sr.manifest(uuid)["chunks"]) == ["0", "3"]
     finally:
         pool.vdi_detach(v)
