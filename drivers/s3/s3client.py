@@ -11,7 +11,7 @@ answered: ``e.response['Error']['Code']``, ``['ResponseMetadata']['HTTPStatusCod
 or an ``Unreachable`` subclass (no answer), named as botocore names them.
 
 One connection per thread per client: the NBD server's workers share one client.
-``requests`` and ``received`` count the answers and their bytes, for benchmarks.
+``requests`` counts the answers, for benchmarks.
 """
 
 import datetime
@@ -119,7 +119,7 @@ class Client(object):
         self.attempts = max(1, attempts)
         self._local = threading.local()
         self._count = threading.Lock()
-        self.requests = self.received = 0   # answers, and their body bytes: for benches
+        self.requests = 0   # answers received: for benches
 
     # --- the calls --------------------------------------------------------------------
     def get_object(self, Bucket, Key):
@@ -134,21 +134,18 @@ class Client(object):
         return self._object_head(status, headers)
 
     def put_object(self, Bucket, Key, Body, Metadata=None, ContentType=None, Conditional=None):
-        headers = {}
+        headers = _conditional(Conditional)
         if ContentType:
             headers['content-type'] = ContentType
         for name, value in (Metadata or {}).items():
             headers['x-amz-meta-' + name.lower()] = value
-        for name, value in (Conditional or {}).items():
-            headers[name.lower()] = bare_etag(value)
         status, headers, _ = self._call('PutObject', 'PUT', Bucket, Key, headers=headers,
                                         body=bytes(Body))
         return {'ETag': headers.get('etag'), 'ResponseMetadata': _meta(status, headers)}
 
     def delete_object(self, Bucket, Key, Conditional=None):
-        headers = dict((name.lower(), bare_etag(value))
-                       for name, value in (Conditional or {}).items())
-        status, headers, _ = self._call('DeleteObject', 'DELETE', Bucket, Key, headers=headers)
+        status, headers, _ = self._call('DeleteObject', 'DELETE', Bucket, Key,
+                                        headers=_conditional(Conditional))
         return {'ResponseMetadata': _meta(status, headers)}
 
     def delete_objects(self, Bucket, Delete):
@@ -241,7 +238,6 @@ class Client(object):
                 raise failure
             with self._count:
                 self.requests += 1
-                self.received += len(data)
             status = response.status
             reply_headers = dict((k.lower(), v) for k, v in response.getheaders())
             if response.will_close:
@@ -316,6 +312,11 @@ class Client(object):
 
     def close(self):
         self._drop()
+
+
+def _conditional(conditions):
+    """If-Match / If-None-Match request headers, their ETags bare."""
+    return dict((name.lower(), bare_etag(value)) for name, value in (conditions or {}).items())
 
 
 def _meta(status, headers):
